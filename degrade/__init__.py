@@ -1,0 +1,27 @@
+"""degrade: tells you why your trained transformer performs badly, and where to look first.
+
+    import degrade
+    d = degrade.diagnose("runs/my-run", eval_data="eval.jsonl")
+    print(d.verdict["headline"]); d.save("report.html")
+"""
+from degrade.api import diagnose
+from degrade.check import Check, CheckResult
+from degrade.diagnosis import Diagnosis
+from degrade.errors import InputError
+from degrade.finding import Finding, Severity
+from degrade.layers import Layer
+
+__version__ = "0.1.0"
+
+__all__ = ["diagnose", "Diagnosis", "Finding", "Severity", "Layer", "Check", "CheckResult",
+           "InputError", "Recorder", "DegradeCallback", "__version__"]
+
+
+def __getattr__(name):  # the recorders pull in torch/transformers: import them on first use
+    if name == "Recorder":
+        from degrade.record.recorder import Recorder
+        return Recorder
+    if name == "DegradeCallback":
+        from degrade.record.callback import DegradeCallback
+        return DegradeCallback
+    raise AttributeError(f"module 'degrade' has no attribute {name!r}")

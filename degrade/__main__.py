@@ -1,0 +1,5 @@
+import sys
+
+from degrade.cli import main
+
+sys.exit(main())

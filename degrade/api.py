@@ -1,0 +1,56 @@
+"""degrade.diagnose(): the whole pipeline, run dir -> Run -> checks -> ladder -> Diagnosis."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from degrade.config import load_config
+from degrade.diagnosis import Diagnosis
+from degrade.ladder import walk
+from degrade.registry import all_checks, selected
+from degrade.run import RunOptions, open_run
+from degrade.suite import run_checks
+
+
+def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
+             eval_data: str | Path | None = None, checkpoint: str = "latest",
+             model_factory: str | None = None, trust_remote_code: bool = False,
+             select: list[str] | None = None, ignore: list[str] | None = None,
+             budget: str | None = None, seed: int = 0, device: str = "cpu",
+             options: dict[str, dict[str, Any]] | None = None, config: dict[str, Any] | None = None,
+             on_progress: Callable | None = None) -> Diagnosis:
+    """Diagnose a run dir. Options mirror `degrade diagnose`; `options` maps a check code to its
+    threshold overrides, on top of `[tool.degrade]` (read from the nearest pyproject.toml unless
+    `config` is given)."""
+    start = time.perf_counter()
+    cfg = load_config() if config is None else config
+    opts = {code.upper(): dict(v) for code, v in (cfg.get("options") or {}).items()}
+    for code, v in (options or {}).items():
+        opts.setdefault(code.upper(), {}).update(v)
+    run = open_run(run_dir, RunOptions(
+        train_data=str(train_data) if train_data else None,
+        eval_data=str(eval_data) if eval_data else None,
+        checkpoint=checkpoint, model_factory=model_factory, trust_remote_code=trust_remote_code,
+        budget=budget or cfg.get("budget", "standard"), seed=seed, device=device))
+    checks = selected(all_checks(), select if select is not None else cfg.get("select"),
+                      ignore if ignore is not None else cfg.get("ignore"))
+    results = run_checks(run, checks, opts, on_progress)
+    verdict, layers = walk(results)
+    return Diagnosis(run=run.describe(), verdict=verdict, layers=layers, checks=results,
+                     total_seconds=time.perf_counter() - start, curves=_curves(run))
+
+
+def _curves(run) -> dict[str, Any]:
+    """Loss curves for the report: train loss and each eval set's loss."""
+    if not run.history:
+        return {}
+    curves = {}
+    steps, vals = run.history.series("loss")
+    if steps.size:
+        curves["train loss"] = (steps.tolist(), vals.tolist())
+    for name in run.history.eval_sets:
+        s, v = run.history.series("loss", name)
+        if s.size:
+            curves[f"{name or 'eval'} loss"] = (s.tolist(), v.tolist())
+    return curves

@@ -1,0 +1,27 @@
+"""--budget fast|standard|thorough: how much compute a check may spend. Checks say what they sampled."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    max_eval_examples: int | None  # examples scored per forward-pass check (None: all)
+    max_train_examples: int | None
+    bootstrap: int  # resamples for bootstrap confidence intervals
+    max_components: int  # heads + MLPs ablated one at a time
+
+    @classmethod
+    def named(cls, name: str) -> "Budget":
+        try:
+            return BUDGETS[name]
+        except KeyError:
+            raise ValueError(f"unknown budget {name!r}; choose from {', '.join(BUDGETS)}") from None
+
+
+BUDGETS = {
+    "fast": Budget("fast", 256, 2_000, 200, 16),
+    "standard": Budget("standard", 1_024, 20_000, 1_000, 64),
+    "thorough": Budget("thorough", None, None, 5_000, 512),
+}

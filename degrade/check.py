@@ -1,0 +1,74 @@
+"""The check contract (deepchecks' split: a Check computes, a CheckResult records, a Suite runs).
+
+A check declares a stable `code`, a `name`, the `layer` it speaks about, the inputs it `needs`
+(see degrade/needs.py) and its thresholds as `options` with documented defaults. Its docstring has
+the sections What it detects / Why it matters / Evidence used / Fix / Options, which
+`degrade checks CODE` prints.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from degrade.errors import InputError
+from degrade.finding import Finding, Severity
+from degrade.layers import Layer
+
+if TYPE_CHECKING:
+    from degrade.run.run import Run
+
+
+class Check:
+    code: ClassVar[str]
+    name: ClassVar[str]
+    layer: ClassVar[Layer]
+    needs: ClassVar[frozenset[str]] = frozenset()
+    options: ClassVar[dict[str, Any]] = {}
+    # Checks that publish failure axes into run.context run before the others, so that a
+    # reachability or instantiation check can see them and defer (DESIGN.md §1).
+    publishes_axes: ClassVar[bool] = False
+
+    def __init__(self, **options: Any):
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise InputError(None, f"{self.code} has no option {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(sorted(self.options)) or 'none'}")
+        self.opts: dict[str, Any] = {**self.options, **options}
+
+    def run(self, run: "Run") -> list[Finding]:
+        raise NotImplementedError
+
+    def finding(self, severity: Severity | str, message: str, *, confidence: float = 1.0,
+                evidence: dict[str, Any] | None = None, fix: str = "",
+                next_experiment: str = "") -> Finding:
+        return Finding(code=self.code, name=self.name, layer=self.layer,
+                       severity=Severity(severity), message=message, confidence=confidence,
+                       evidence=evidence or {}, fix=fix, next_experiment=next_experiment)
+
+    @classmethod
+    def doc(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "(no documentation)")
+
+    @classmethod
+    def summary(cls) -> str:
+        return cls.doc().splitlines()[0]
+
+
+class CheckSkipped(Exception):
+    """Raised inside Check.run when an input turns out to be unusable; becomes `skipped`."""
+
+
+@dataclass
+class CheckResult:
+    code: str
+    name: str
+    layer: Layer
+    status: str  # ran | skipped | failed
+    reason: str = ""
+    seconds: float = 0.0
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "name": self.name, "layer": self.layer.value,
+                "status": self.status, "reason": self.reason, "seconds": round(self.seconds, 3)}

@@ -1,0 +1,1 @@
+"""Built-in checks, one file per check, grouped by layer. Discovered by degrade.registry."""

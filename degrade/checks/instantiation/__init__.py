@@ -1,0 +1,1 @@
+"""Instantiation checks."""

@@ -1,0 +1,177 @@
+"""The `degrade` command. Thin: it parses arguments and calls the API.
+
+Exit codes (ruff's model): 0 nothing degraded, 1 degradation found, 2 bad input or usage.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from degrade.errors import InputError
+
+FORMATS = ("console", "json", "markdown", "html")
+
+
+def _codes(text: str) -> list[str]:
+    return [c.strip().upper() for c in text.split(",") if c.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="degrade", description="Find the layer where your trained "
+                                "transformer degrades: observation, reachability, instantiation, perception.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    d = sub.add_parser("diagnose", help="diagnose a run dir (Trainer output_dir, degrade run, or model dir)")
+    d.add_argument("run_dir")
+    d.add_argument("--train-data", help="training data: datasets save_to_disk dir, .jsonl/.json/.csv/.parquet")
+    d.add_argument("--eval-data", help="evaluation data (same formats)")
+    d.add_argument("--checkpoint", default="latest", help="latest | best | PATH (default: latest)")
+    d.add_argument("--model-factory", help="module:callable building a plain nn.Module for the weights")
+    d.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's custom modeling code")
+    d.add_argument("--select", type=_codes, help="check codes or prefixes to run, e.g. O1,R201")
+    d.add_argument("--ignore", type=_codes, help="check codes or prefixes to leave out")
+    d.add_argument("--set", dest="sets", action="append", default=[], metavar="CODE.option=value",
+                   help="override a check's threshold, e.g. R201.min_gain_fraction=0.2")
+    d.add_argument("--budget", choices=("fast", "standard", "thorough"), help="compute to spend (default: standard)")
+    d.add_argument("--format", choices=FORMATS, default="console")
+    d.add_argument("--output", "-o", help="write the report here instead of stdout")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="cpu", help="cpu | cuda")
+
+    c = sub.add_parser("checks", help="list the checks, or print one's documentation")
+    c.add_argument("code", nargs="?")
+
+    r = sub.add_parser("report", help="render a saved JSON diagnosis as markdown or HTML")
+    r.add_argument("json_file")
+    r.add_argument("--format", choices=("markdown", "html"), default="html")
+    r.add_argument("--output", "-o")
+
+    m = sub.add_parser("demo", help="train a tiny model with a known fault, diagnose it, write the HTML report")
+    m.add_argument("--output-dir", default="degrade-demo", help="where the demo run and report go")
+    m.add_argument("--fault", default="early-stop", help="which fault to inject (see degrade/demo)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    if args.version:
+        from degrade import __version__
+        print(f"degrade {__version__}")
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return {"diagnose": _diagnose, "checks": _checks, "report": _report, "demo": _demo}[args.command](args)
+    except InputError as e:
+        print(f"degrade: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _diagnose(args) -> int:
+    from degrade.api import diagnose
+    from degrade.config import parse_option
+    options: dict = {}
+    for text in args.sets:
+        code, name, value = parse_option(text)
+        options.setdefault(code, {})[name] = value
+    with _progress(args.format == "console") as on_progress:
+        d = diagnose(args.run_dir, train_data=args.train_data, eval_data=args.eval_data,
+                     checkpoint=args.checkpoint, model_factory=args.model_factory,
+                     trust_remote_code=args.trust_remote_code, select=args.select, ignore=args.ignore,
+                     budget=args.budget, seed=args.seed, device=args.device, options=options,
+                     on_progress=on_progress)
+    _emit(d, args.format, args.output)
+    return d.exit_code
+
+
+def _emit(d, fmt: str, output: str | None) -> None:
+    if fmt == "console":
+        from degrade.report.console import render
+        render(d)
+        if output:
+            d.save(output)
+        return
+    if output:
+        d.save(output, fmt)
+        print(f"degrade: wrote {output}", file=sys.stderr)
+    else:
+        text = {"json": d.to_json, "markdown": d.to_markdown, "html": d.to_html}[fmt]()
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _checks(args) -> int:
+    from degrade import registry
+    if args.code:
+        cls = registry.find(args.code)
+        if cls is None:
+            raise InputError(None, f"no check with code {args.code.upper()} (see `degrade checks`)")
+        print(f"{cls.code} {cls.name} [{cls.layer.value}]\n")
+        print(cls.doc())
+        print(f"\nNeeds: {', '.join(sorted(cls.needs)) or 'nothing'}")
+        if cls.options:
+            print("Options (defaults): " + ", ".join(f"{k}={v!r}" for k, v in cls.options.items()))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    table = Table("code", "name", "layer", "needs", "what it detects", box=None)
+    for cls in registry.all_checks():
+        table.add_row(cls.code, cls.name, cls.layer.value, ", ".join(sorted(cls.needs)), cls.summary())
+    Console().print(table)
+    return 0
+
+
+def _report(args) -> int:
+    from degrade.report.from_json import load_diagnosis
+    d = load_diagnosis(Path(args.json_file))
+    _emit(d, args.format, args.output)
+    return 0
+
+
+def _demo(args) -> int:
+    from degrade.demo import run_demo
+    return run_demo(Path(args.output_dir), fault=args.fault)
+
+
+class _progress:
+    """A rich progress bar on stderr, only for a console report on a terminal outside CI."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty() and not os.environ.get("CI")
+        self.bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from degrade.registry import all_checks
+        from rich.progress import Progress
+        self.bar = Progress(transient=True, console=_stderr_console())
+        self.bar.start()
+        task = self.bar.add_task("diagnosing", total=len(all_checks()))
+
+        def on_progress(cls):
+            self.bar.update(task, advance=1, description=f"{cls.code} {cls.name}")
+        return on_progress
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+
+def _stderr_console():
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The Diagnosis: what `degrade diagnose` concluded, and its exports (JSON, markdown, HTML)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from degrade.check import CheckResult
+from degrade.finding import Finding
+from degrade.layers import WALK, Layer
+from degrade.ladder import LayerReport
+
+SCHEMA = "degrade/diagnosis-v1"
+
+
+@dataclass
+class Diagnosis:
+    run: dict[str, Any]
+    verdict: dict[str, Any]
+    layers: dict[Layer, LayerReport]
+    checks: list[CheckResult]
+    total_seconds: float = 0.0
+    curves: dict[str, Any] = field(default_factory=dict)  # for the HTML report's loss curves
+
+    @property
+    def findings(self) -> list[Finding]:
+        order = {layer: i for i, layer in enumerate(WALK)}
+        found = [f for r in self.checks for f in r.findings]
+        return sorted(found, key=lambda f: (order.get(f.layer, 9), f.code))
+
+    @property
+    def degraded(self) -> bool:
+        return self.verdict["layer"] in {layer.value for layer in WALK}
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.degraded else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from degrade import __version__
+        return {
+            "schema": SCHEMA,
+            "degrade_version": __version__,
+            "run": self.run,
+            "verdict": self.verdict,
+            "layers": {layer.value: rep.to_dict() for layer, rep in self.layers.items()},
+            "findings": [f.to_dict() for f in self.findings],
+            "checks": [r.to_dict() for r in sorted(self.checks, key=lambda r: r.code)],
+            "timing": {"total_s": round(self.total_seconds, 3)},
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(_jsonable(self.to_dict()), indent=indent, sort_keys=False, allow_nan=False)
+
+    def to_markdown(self) -> str:
+        from degrade.report.markdown import render
+        return render(self)
+
+    def to_html(self) -> str:
+        from degrade.report.html import render
+        return render(self)
+
+    def save(self, path: str | Path, fmt: str | None = None) -> Path:
+        path = Path(path)
+        fmt = fmt or {".json": "json", ".md": "markdown", ".html": "html", ".htm": "html"}.get(
+            path.suffix.lower(), "json")
+        text = {"json": self.to_json, "markdown": self.to_markdown, "html": self.to_html}[fmt]()
+        path.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
+        return path
+
+
+def _jsonable(obj: Any) -> Any:
+    """Evidence may hold numpy scalars/arrays and non-finite floats: make it strict JSON."""
+    import math
+
+    import numpy as np
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+        return round(obj, 6)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

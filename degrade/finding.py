@@ -1,0 +1,49 @@
+"""A finding: one piece of evidence that a layer is (or is not) degraded."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from degrade.layers import Layer
+
+
+class Severity(str, Enum):
+    ERROR = "error"  # this layer costs performance or makes the observation wrong
+    WARNING = "warning"  # suspicious or wasteful, cost not shown
+    INFO = "info"  # context
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Finding:
+    code: str
+    name: str
+    layer: Layer
+    severity: Severity
+    message: str
+    confidence: float = 1.0
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fix: str = ""
+    next_experiment: str = ""
+    provisional: bool = False  # set by the ladder: a layer outside this one is degraded
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity is Severity.ERROR
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "name": self.name,
+            "layer": self.layer.value,
+            "severity": self.severity.value,
+            "confidence": round(float(self.confidence), 3),
+            "provisional": self.provisional,
+            "message": self.message,
+            "evidence": self.evidence,
+            "fix": self.fix,
+            "next_experiment": self.next_experiment,
+        }

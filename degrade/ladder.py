@@ -1,0 +1,103 @@
+"""The backward walk (DESIGN.md §1): layer statuses, the verdict, its confidence, provisional marks.
+
+- A layer is `degraded` when it holds an error finding of confidence >= 0.5; `inconclusive` when
+  it holds only weaker errors or every check that tried failed; `skipped` when every check was
+  skipped; `clean` otherwise.
+- The verdict is the outermost degraded layer in walk order O, R, I, P. Findings inside it are
+  provisional: fixing the outer layer may change them.
+- Nothing degraded: `none`, unless two or more layers could not be checked (`inconclusive`).
+- Confidence: the verdict finding's confidence, discounted by 0.8 for each outer layer that could
+  not be cleared (skipped or inconclusive), since degradation there could explain the evidence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from degrade.check import CheckResult
+from degrade.finding import Finding, Severity
+from degrade.layers import WALK, Layer
+
+DEGRADED_CONFIDENCE = 0.5
+UNCLEARED_DISCOUNT = 0.8
+MAX_UNCHECKED_FOR_NONE = 1
+
+
+@dataclass
+class LayerReport:
+    layer: Layer
+    status: str  # degraded | clean | inconclusive | skipped
+    findings: list[Finding]
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"status": self.status, "findings": [f.code for f in self.findings]}
+        if self.reason:
+            d["reason"] = self.reason
+        return d
+
+
+def layer_status(layer: Layer, results: list[CheckResult]) -> LayerReport:
+    mine = [r for r in results if r.layer == layer]
+    findings = [f for r in mine for f in r.findings]
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    if any(f.confidence >= DEGRADED_CONFIDENCE for f in errors):
+        return LayerReport(layer, "degraded", findings)
+    ran = [r for r in mine if r.status == "ran"]
+    if not mine or all(r.status == "skipped" for r in mine):
+        reasons = sorted({f"{r.code}: {r.reason}" for r in mine})
+        return LayerReport(layer, "skipped", findings, "; ".join(reasons) or "no check selected")
+    if errors or not ran:
+        why = "weak error evidence" if errors else "every check that tried failed"
+        return LayerReport(layer, "inconclusive", findings, why)
+    return LayerReport(layer, "clean", findings)
+
+
+def walk(results: list[CheckResult]) -> tuple[dict[str, Any], dict[Layer, LayerReport]]:
+    layers = {layer: layer_status(layer, results) for layer in WALK}
+    verdict_layer = next((layer for layer in WALK if layers[layer].status == "degraded"), None)
+    if verdict_layer is None:
+        return _no_degradation(layers, results), layers
+    inside = WALK[WALK.index(verdict_layer) + 1:]
+    for layer in inside:
+        for f in layers[layer].findings:
+            f.provisional = True
+    outer = WALK[:WALK.index(verdict_layer)]
+    uncleared = [layer for layer in outer if layers[layer].status != "clean"]
+    top = _top_finding(layers[verdict_layer].findings)
+    confidence = top.confidence * UNCLEARED_DISCOUNT ** len(uncleared)
+    headline = f"{verdict_layer.value.capitalize()} is degraded: {top.message}"
+    if uncleared:
+        headline += f" (not cleared: {', '.join(l.value for l in uncleared)})"
+    return {"layer": verdict_layer.value, "confidence": round(confidence, 3), "headline": headline,
+            "next_experiment": top.next_experiment, "finding": top.code}, layers
+
+
+def _top_finding(findings: list[Finding]) -> Finding:
+    errors = [f for f in findings if f.severity is Severity.ERROR and f.confidence >= DEGRADED_CONFIDENCE]
+    return max(errors, key=lambda f: (f.confidence, -int(f.code[1:])))
+
+
+def _no_degradation(layers: dict[Layer, LayerReport], results: list[CheckResult]) -> dict[str, Any]:
+    unchecked = [l for l in WALK if layers[l].status in ("skipped", "inconclusive")]
+    checked = [l for l in WALK if layers[l].status == "clean"]
+    ran = sum(r.status == "ran" for r in results)
+    coverage = ran / max(len(results), 1)
+    if len(unchecked) > MAX_UNCHECKED_FOR_NONE:
+        return {"layer": "inconclusive", "confidence": round(coverage, 3),
+                "headline": f"No degradation found, but {len(unchecked)} of {len(WALK)} layers could "
+                            f"not be checked ({', '.join(l.value for l in unchecked)})",
+                "next_experiment": _unlock_hint(layers, unchecked)}
+    return {"layer": "none", "confidence": round(coverage * UNCLEARED_DISCOUNT ** len(unchecked), 3),
+            "headline": f"No degradation found on {', '.join(l.value for l in checked)}",
+            "next_experiment": _unlock_hint(layers, unchecked) if unchecked else
+            "None needed; to go further, evaluate on a held-out set from a different source."}
+
+
+def _unlock_hint(layers: dict[Layer, LayerReport], unchecked: list[Layer]) -> str:
+    reasons = " ".join(layers[l].reason for l in unchecked)
+    wants = [flag for flag, key in (("--eval-data", "eval data"), ("--train-data", "train data"),
+                                    ("model weights", "model weights"), ("--model-factory", "--model-factory"))
+             if key in reasons]
+    what = ", ".join(wants) if wants else "the missing inputs listed per layer"
+    return f"Give degrade {what} so the {', '.join(l.value for l in unchecked)} checks can run."

@@ -1,0 +1,1 @@
+"""Machinery shared by the model-based checks: batched scoring, hooks, ablation."""

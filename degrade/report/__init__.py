@@ -1,0 +1,1 @@
+"""Renderers: console (rich), markdown, self-contained HTML. JSON lives on Diagnosis itself."""
