@@ -39,6 +39,7 @@ class Diagnosis:
 
     def to_dict(self) -> dict[str, Any]:
         from degrade import __version__
+        from degrade.report.svg import downsample
         return {
             "schema": SCHEMA,
             "degrade_version": __version__,
@@ -48,6 +49,10 @@ class Diagnosis:
             "findings": [f.to_dict() for f in self.findings],
             "checks": [r.to_dict() for r in sorted(self.checks, key=lambda r: r.code)],
             "timing": {"total_s": round(self.total_seconds, 3)},
+            # Added key (not in the §3 contract): the loss curves, so `degrade report` can redraw
+            # them; downsampled like the HTML chart so a long run does not bloat the JSON.
+            "curves": {str(name): dict(zip(("steps", "values"), downsample(*xy)))
+                       for name, xy in self.curves.items()},
         }
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -1,11 +1,116 @@
-"""Rich console summary (placeholder; replaced by the full renderer)."""
-from rich.console import Console
+"""Console report (rich): the verdict first, then the ladder, the findings by layer, the checks.
+
+Every user-provided string goes in as rich Text, never as markup, so a message holding "[bold]"
+or "[/]" prints literally instead of restyling the report or crashing it. render() writes only to
+the console it is given: the CLI passes none for `--format console` (stdout) and never calls it for
+the other formats, whose output must be the only thing on stdout.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from rich import box
+from rich.console import Console, Group
+from rich.padding import Padding
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from degrade.layers import WALK, Layer
+
+STATUS_STYLE = {"degraded": "bold red", "clean": "green", "inconclusive": "yellow", "skipped": "dim"}
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+CHECK_STYLE = {"ran": "green", "skipped": "dim", "failed": "bold red"}
+# Floor estimates and the tool's own trouble are never a verdict, but their findings are shown.
+GROUPS = (*WALK, Layer.FLOOR, Layer.TOOL)
 
 
 def render(d, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"[bold]verdict:[/bold] {d.verdict['layer']} ({d.verdict['confidence']}) {d.verdict['headline']}")
-    for layer, rep in d.layers.items():
-        console.print(f"  {layer.value}: {rep.status} {rep.reason}")
-    for f in d.findings:
-        console.print(f"  {f.code} {f.severity.value} {f.message}")
+    console.print(_verdict(d))
+    console.print(_ladder(d))
+    for layer in GROUPS:
+        findings = [f for f in d.findings if f.layer == layer]
+        if findings:
+            console.rule(Text(layer.value.capitalize(), style="bold"), align="left")
+            for f in findings:
+                console.print(_finding(f))
+    console.print(_checks(d))
+
+
+def _verdict(d) -> Panel:
+    v = d.verdict
+    layer = v.get("layer", "?")
+    if d.degraded:
+        title, style = f"{layer.upper()} is degraded", "red"
+    elif layer == "none":
+        title, style = "No degradation found", "green"
+    else:
+        title, style = "Inconclusive", "yellow"
+    body = Text()
+    body.append(title, style=f"bold {style}")
+    body.append(f"   confidence {_num(v.get('confidence'))}\n", style="bold")
+    # The ladder's headline opens with "<Layer> is degraded: ", which the title already says.
+    body.append(str(v.get("headline", "")).removeprefix(f"{layer.capitalize()} is degraded: ") + "\n")
+    if v.get("next_experiment"):
+        body.append("Next experiment: ", style="bold")
+        body.append(str(v["next_experiment"]))
+    run = Text(f"{d.run.get('path', '?')} ({d.run.get('format', '?')})", style="dim")
+    return Panel(Group(body, run), title="degrade verdict", title_align="left", border_style=style)
+
+
+def _ladder(d) -> Table:
+    table = Table(title="The ladder, walked outside-in", title_justify="left", title_style="bold",
+                  box=box.SIMPLE, pad_edge=False)
+    table.add_column("layer")
+    table.add_column("status")
+    table.add_column("findings / reason", overflow="fold")
+    for layer in WALK:
+        rep = d.layers.get(layer)
+        if rep is None:
+            table.add_row(layer.value, Text("not run", style="dim"), "")
+            continue
+        mark = "  <- verdict" if d.verdict.get("layer") == layer.value else ""
+        detail = ", ".join(f.code for f in rep.findings) or rep.reason or "-"
+        if rep.findings and rep.reason:
+            detail += f" ({rep.reason})"
+        table.add_row(layer.value, Text(rep.status + mark, style=STATUS_STYLE.get(rep.status, "")),
+                      Text(detail))
+    return table
+
+
+def _finding(f) -> Group:
+    head = Text("  ")
+    head.append(f.code, style="bold")
+    head.append(f" {f.name}  ")
+    head.append(f.severity.value, style=SEVERITY_STYLE.get(f.severity.value, ""))
+    head.append(f"  confidence {_num(f.confidence)}", style="dim")
+    if f.provisional:
+        head.append("  provisional", style="italic magenta")
+    body = [Text(f.message)]
+    if f.fix:
+        body.append(Text("fix: ", style="bold").append(f.fix, style="not bold"))
+    if f.next_experiment:
+        body.append(Text("next: ", style="bold").append(f.next_experiment, style="not bold"))
+    return Group(head, Padding(Group(*body), (0, 0, 0, 4)))  # wrapped lines keep the indent
+
+
+def _checks(d) -> Group:
+    counts = Counter(r.status for r in d.checks)
+    line = Text("\nchecks: ", style="bold")
+    line.append(", ".join(f"{counts[s]} {s}" for s in ("ran", "skipped", "failed")))
+    line.append(f"   total {_seconds(d.total_seconds)}", style="dim")
+    failed = [Text(f"  {r.code} {r.name} failed: ", style="red").append(r.reason, style="not bold")
+              for r in d.checks if r.status == "failed"]
+    return Group(line, *failed)
+
+
+def _num(x) -> str:
+    try:
+        return f"{float(x):.2f}"
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.2f} s" if s < 60 else f"{int(s // 60)} min {s % 60:.0f} s"
