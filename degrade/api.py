@@ -18,12 +18,16 @@ def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
              model_factory: str | None = None, trust_remote_code: bool = False,
              select: list[str] | None = None, ignore: list[str] | None = None,
              budget: str | None = None, seed: int = 0, device: str = "cpu",
+             threads: int | None = None,
              options: dict[str, dict[str, Any]] | None = None, config: dict[str, Any] | None = None,
              on_progress: Callable | None = None) -> Diagnosis:
     """Diagnose a run dir. Options mirror `degrade diagnose`; `options` maps a check code to its
     threshold overrides, on top of `[tool.degrade]` (read from the nearest pyproject.toml unless
-    `config` is given)."""
+    `config` is given). `threads` sets torch's CPU threads (default: torch's own choice)."""
     start = time.perf_counter()
+    if threads:
+        import torch
+        torch.set_num_threads(threads)  # tiny models gain nothing from more; a busy host loses a lot
     cfg = load_config() if config is None else config
     opts = {code.upper(): dict(v) for code, v in (cfg.get("options") or {}).items()}
     for code, v in (options or {}).items():

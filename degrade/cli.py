@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output", "-o", help="write the report here instead of stdout")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="cpu", help="cpu | cuda")
+    d.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is "
+                   "fastest for tiny models on a busy machine)")
 
     c = sub.add_parser("checks", help="list the checks, or print one's documentation")
     c.add_argument("code", nargs="?")
@@ -88,7 +90,8 @@ def _diagnose(args) -> int:
         d = diagnose(args.run_dir, train_data=args.train_data, eval_data=args.eval_data,
                      checkpoint=args.checkpoint, model_factory=args.model_factory,
                      trust_remote_code=args.trust_remote_code, select=args.select, ignore=args.ignore,
-                     budget=args.budget, seed=args.seed, device=args.device, options=options,
+                     budget=args.budget, seed=args.seed, device=args.device, threads=args.threads,
+                     options=options,
                      on_progress=on_progress)
     _emit(d, args.format, args.output)
     return d.exit_code

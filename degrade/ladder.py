@@ -45,12 +45,19 @@ def layer_status(layer: Layer, results: list[CheckResult]) -> LayerReport:
         return LayerReport(layer, "degraded", findings)
     ran = [r for r in mine if r.status == "ran"]
     if not mine or all(r.status == "skipped" for r in mine):
-        reasons = sorted({f"{r.code}: {r.reason}" for r in mine})
-        return LayerReport(layer, "skipped", findings, "; ".join(reasons) or "no check selected")
+        return LayerReport(layer, "skipped", findings, _merged_reasons(mine) or "no check selected")
     if errors or not ran:
         why = "weak error evidence" if errors else "every check that tried failed"
         return LayerReport(layer, "inconclusive", findings, why)
     return LayerReport(layer, "clean", findings)
+
+
+def _merged_reasons(results: list[CheckResult]) -> str:
+    """One line per distinct reason, naming the checks it stopped: 'no eval data (O101, O103)'."""
+    by_reason: dict[str, list[str]] = {}
+    for r in results:
+        by_reason.setdefault(r.reason, []).append(r.code)
+    return "; ".join(f"{reason} ({', '.join(codes)})" for reason, codes in sorted(by_reason.items()))
 
 
 def walk(results: list[CheckResult]) -> tuple[dict[str, Any], dict[Layer, LayerReport]]:

@@ -53,7 +53,10 @@ class Scores:
 
 @torch.no_grad()
 def score(model: ModelHandle, examples: Examples, max_examples: int | None = None, *,
-          train_mode: bool = False, seed: int = 0, batch_size: int = 64) -> Scores:
+          train_mode: bool = False, seed: int = 0, batch_size: int = 64,
+          torch_seed: int | None = None) -> Scores:
+    """`seed` picks the sample and seeds torch; `torch_seed`, when given, seeds torch instead, so
+    that a second pass over the SAME examples can draw other dropout masks."""
     indices = sample_indices(len(examples), max_examples, seed)
     n = len(indices)
     loss, correct, n_targets = np.zeros(n), np.zeros(n), np.zeros(n)
@@ -66,7 +69,7 @@ def score(model: ModelHandle, examples: Examples, max_examples: int | None = Non
     was_training = module.training
     module.train(train_mode)
     # Dropout masks in train mode must not depend on what ran before: same seed, same answer.
-    torch.manual_seed(seed)
+    torch.manual_seed(seed if torch_seed is None else torch_seed)
     try:
         for idx, ids, mask, labels in batches(examples, indices, batch_size):
             logits = model.logits(ids, mask).cpu()

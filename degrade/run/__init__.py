@@ -42,7 +42,11 @@ def _open_native(root: Path, native: Path, options: RunOptions) -> Run:
     if not isinstance(manifest, dict):
         raise InputError(native / "manifest.json", "is not a degrade manifest (not an object)")
     records = read_jsonl(native / "scalars.jsonl") if (native / "scalars.jsonl").is_file() else []
-    history = History.from_log_history(records, {"global_step": manifest.get("global_step")})
-    return Run(root, "degrade", options, history=history,
-               checkpoints=find_checkpoints(root, manifest.get("global_step")),
-               manifest=manifest, native_dir=native)
+    meta = {k: manifest.get(k) for k in ("global_step", "max_steps", "best_model_checkpoint")}
+    history = History.from_log_history(records, meta)
+    run = Run(root, "degrade", options, history=history,
+              checkpoints=find_checkpoints(root, manifest.get("global_step")),
+              manifest=manifest, native_dir=native,
+              best_checkpoint_hint=manifest.get("best_model_checkpoint"))  # DegradeCallback runs
+    run.context["results"] = read_results(root)
+    return run

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,28 +82,38 @@ def _check_safetensors(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+        header = None
+        if n is not None and n <= min(size - 8, 100_000_000):
+            try:
+                header = json.loads(f.read(n))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                header = None
+    # A safetensors header length is little-endian, so a small header can start with byte 0x80:
+    # only a header that fails to parse is tested for a pickle or zip signature.
+    if header is None:
+        if _looks_like_pickle(head):
             raise InputError(path, "is a pickle/zip archive, not safetensors (refusing to unpickle)")
-        if len(head) < 8:
+        if n is None:
             raise InputError(path, f"is truncated ({size} bytes, no safetensors header)")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8 or n > 100_000_000:
+        if n > size - 8:
             raise InputError(path, f"is truncated or not safetensors (header says {n} bytes, "
                                    f"file has {size})")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError(path, "has a corrupt safetensors header") from None
+        raise InputError(path, "has a corrupt safetensors header")
     end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         raise InputError(path, f"is truncated: tensors need {8 + n + end} bytes, file has {size}")
 
 
+def _looks_like_pickle(head: bytes) -> bool:
+    # torch.save writes a zip archive; old versions and plain pickle.dump a PROTO opcode 2..5.
+    return head[:2] == b"PK" or (head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5)
+
+
 def _check_torch_file(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(2)
-    # torch.save writes a zip archive; very old versions a bare pickle (protocol 2: 0x80 0x02).
-    if head != b"PK" and head[:1] != b"\x80":
+    if not _looks_like_pickle(head):
         raise InputError(path, "is neither a torch checkpoint nor safetensors")
 
 
@@ -124,10 +135,12 @@ def load_state_dict(path: Path) -> dict:
         except Exception as e:  # noqa: BLE001 - any parse error is bad input
             raise InputError(path, f"cannot be read as safetensors ({_one_line(e)})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(path, "is not a weights-only torch checkpoint (refusing to unpickle "
-                               f"arbitrary objects: {_one_line(e)})") from None
+        with warnings.catch_warnings():  # torch's own advice (weights_only=False) is what we refuse
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001
+        raise InputError(path, "holds pickled objects beyond plain tensors; refusing to unpickle "
+                               "them (save a state dict or safetensors instead)") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

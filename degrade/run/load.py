@@ -115,8 +115,8 @@ def _from_factory(spec: str, run_config: dict) -> nn.Module:
         fn = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as e:
         raise InputError(None, f"--model-factory {spec}: cannot import ({e})") from None
-    takes_config = any(p.default is inspect.Parameter.empty and
-                       p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    # A factory that can take a positional argument gets the run's config, even when it has a default.
+    takes_config = any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
                        for p in inspect.signature(fn).parameters.values())
     module = fn(run_config) if takes_config else fn()
     if not isinstance(module, nn.Module):
