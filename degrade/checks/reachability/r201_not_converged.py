@@ -1,0 +1,248 @@
+"""R201 loss-not-converged: training stopped while the loss was still falling."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from degrade.check import Check, CheckSkipped
+from degrade.checks.reachability import curves as C
+from degrade.layers import Layer
+from degrade.run.history import eval_set_label
+
+
+class LossNotConverged(Check):
+    """Training stopped while the loss was still falling.
+
+    What it detects: a loss curve that has not flattened by the last step. The tail of the curve
+    (after the LR warmup and the first 10% of steps) is fitted with two saturating families,
+    L(s) = E + A*s^-alpha (power law) and L(s) = E + A*exp(-s/tau), on four tail windows (the last
+    30/50/70/100% of the fitted region); each fit is extrapolated to twice the steps. The median
+    of the 8 projected gains is the estimate, their min-max its uncertainty. The eval loss decides
+    when at least `min_points` evals lie in the fitted region (it is what the user cares about);
+    otherwise the train loss does. Readings: `error` not converged, `warning` still improving,
+    `info` still improving slowly, nothing when the curve has plateaued.
+
+    Why it matters: a model that has not been trained to the end of its curve is not the model its
+    architecture can give, so nothing inside the reachability layer (code, hypothesis) can be
+    judged on it yet: the seed essay calls blaming I or P before R is settled "the biggest taboo".
+
+    Evidence used: the train loss (`loss`), the main eval set's loss, the LR schedule (warmup end,
+    LR at the end vs its peak), epoch numbers, and `global_step`/`max_steps` from trainer_state.
+    The strength of the evidence is min(gain/current loss / min_gain_fraction, gain/total drop /
+    min_drop_fraction), where total drop = first logged loss (the larger of the first train and
+    first eval loss: before training both estimate the same thing) - fitted loss at the end:
+      - error: strength >= 1, the fits agree (the lower quartile of the 8 projected gains reaches
+        strength >= 0.5) and the last half of the fitted region clearly falls (rank trend test,
+        p <= max_slope_p); or the run stopped before `unfinished_fraction` of its max_steps with
+        the LR still above 10% of its peak while the curve still falls (strength >= 0.1, trend
+        p <= 5 x max_slope_p: the unfinished schedule is itself evidence);
+      - warning: strength >= 0.5 (lower quartile >= 0.25) and falling;
+      - info: strength >= 0.1 and falling ("still improving slowly"), or an unfinished schedule
+        on a flat curve.
+    The absolute criterion (gain vs total drop) keeps runs that converged near zero loss quiet:
+    a 50% relative drop of a 0.002 loss is nothing against a 2.0 drop already achieved.
+    When the eval loss has been rising since its minimum, more steps would not help: the check
+    says so as info and leaves the reading to R202 overfitting.
+    With train loss only, on a multi-epoch run, the fit starts after the last epoch boundary where
+    the loss dropped step-like (the model re-seeing its data: memorisation, not learning).
+
+    Caveats: with the LR annealed to ~0, the end of the curve is flattened by the schedule; the
+    projection then estimates what more steps at that LR would give, not what a longer schedule
+    would (usually more). Logged HF train loss is a mean over `logging_steps`, which smooths but
+    does not bias the tail fit.
+
+    Fix: train longer (about 2x the steps, or more data/epochs) with the LR schedule stretched to
+    the new length; if the run was cut before its own max_steps, resume it to the end.
+
+    Options:
+      min_gain_fraction (0.10): projected gain from doubling the steps, as a fraction of the
+        current loss, for an error. Source: the project's starting rule; ANCHORS.md "not
+        decreasing: < 5% drop over a window" puts a plateau below 5%, so 10% is clearly above it.
+      min_drop_fraction (0.05): the same gain as a fraction of the total drop achieved so far
+        (ANCHORS.md's 5% "not decreasing" window drop, applied to the whole curve).
+      max_slope_p (0.01): one-sided p-value of a Mann-Kendall trend test (Kendall's tau of loss
+        vs step) over the last half of the fitted region, below which the curve is "clearly
+        falling relative to its noise". Rank-based, so heavy-tailed batch noise and single
+        outliers do not make a trend; with 5 evals it takes a strictly falling sequence.
+      skip_fraction (0.10): the first fraction of steps left out of the fits (the fast early fall
+        and the warmup say nothing about the end); the warmup end from the LR log also counts.
+      min_points (5): points needed in the fitted region for a curve to be fitted.
+      unfinished_fraction (0.9): global_step below this fraction of max_steps, with the LR still
+        above 10% of its peak, means the run stopped before its own schedule's end.
+      Loss-curve extrapolation by power-law fits: ANCHORS.md ("Scaling law with LR annealing",
+      2024, fits L(s) = L0 + A*S1^-alpha - C*S2).
+    """
+
+    code, name, layer = "R201", "loss-not-converged", Layer.REACHABILITY
+    needs = frozenset({"train_curve"})
+    options = {"min_gain_fraction": 0.10, "min_drop_fraction": 0.05, "max_slope_p": 0.01,
+               "skip_fraction": 0.10, "min_points": 5, "unfinished_fraction": 0.9}
+
+    def run(self, run):
+        h = run.history
+        o = self.opts
+        start = C.fit_region_start(h, o["skip_fraction"])
+        es = h.main_eval_set()
+        ev: dict[str, Any] = {"fit_from_step": int(start), **C.lr_state(h)}
+        schedule = self._schedule(h, ev)
+
+        # 1. Eval rising since its minimum: more steps would not help; R202 reads it.
+        if es is not None:
+            rise = C.rise_after_min(*h.series("loss", es))
+            if rise is not None and _rising(rise):
+                ev.update({"eval_set": eval_set_label(es), **rise.evidence()})
+                return [self.finding(
+                    "info", f"The {eval_set_label(es)} loss has risen {C.num(rise.rise, 3)} since its "
+                    f"minimum at step {int(rise.best_step)}: more steps would not help, so this is "
+                    "not read as under-training (see R202 overfitting).",
+                    confidence=0.7, evidence=ev,
+                    fix="See R202: stop at the best checkpoint or regularise.",
+                    next_experiment="None for R201; follow R202's next experiment.")]
+
+        # 2. Which curve decides: eval when it has enough points in the fitted region.
+        curve = None
+        if es is not None:
+            s, v = C.finite(*h.series("loss", es))
+            if int((s >= start).sum()) >= o["min_points"]:
+                curve = ("eval", s, v, start)
+        train_s, train_v = C.finite(*h.series("loss"))
+        train_start = start
+        drops = C.epoch_boundary_drops(h, train_s, train_v)
+        late = [d for d in drops if d.step >= start]
+        if late and int((train_s >= late[-1].step).sum()) >= 2 * o["min_points"]:
+            train_start = late[-1].step  # fit within the last epoch: see the docstring
+        if drops:
+            ev["train_epoch_boundary_drops"] = [{"step": int(d.step), "epoch": d.epoch,
+                                                 "drop": C.num(d.drop, 3)} for d in drops]
+        if curve is None:
+            if int((train_s >= train_start).sum()) < o["min_points"]:
+                raise CheckSkipped(f"only {int((train_s >= start).sum())} training-loss point(s) after "
+                                   f"step {int(start)} (warmup and first {o['skip_fraction']:.0%} of "
+                                   f"steps left out); at least {o['min_points']} are needed to fit")
+            curve = ("train", train_s, train_v, train_start)
+        else:  # the train projection, for context
+            tp = C.project_gain(train_s, train_v, train_start, o["min_points"])
+            if tp is not None:
+                ev["train_projected_gain_2x"] = C.num(tp.gain)
+                ev["train_fitted_loss_at_end"] = C.num(tp.level)
+
+        which, s, v, fit_from = curve
+        label = eval_set_label(es) if which == "eval" else "train"
+        proj = C.project_gain(s, v, fit_from, o["min_points"], end_step=float(s[-1]))
+        assert proj is not None
+        # The loss before training is about the same on train and eval data, so an eval curve
+        # first logged after the fast early fall takes its starting point from the train curve.
+        first = max(float(v[0]), float(train_v[0]) if train_v.size else -np.inf)
+        total_drop = first - proj.level
+        sel = s >= fit_from
+        fs, fv = s[sel], v[sel]
+        half = max(o["min_points"], fs.size // 2)
+        slope, _ = C.slope_t(fs[-half:], fv[-half:])
+        p = C.trend_p(fs[-half:], fv[-half:], "down")
+        noise = C.noise_sigma(fv)
+        ev.update({"curve": label, "fit_from_step": int(fit_from), "points_fitted": int(fs.size),
+                   "last_step": int(s[-1]), "first_loss": C.num(first), **proj.evidence(),
+                   "total_drop": C.num(total_drop), "recent_slope_per_1k_steps": C.num(slope * 1000),
+                   "recent_trend_p": C.num(p, 3),
+                   "noise_sigma": C.num(noise)})
+        if total_drop <= 0:
+            return []  # never fell: a not-decreasing check's business, not "still falling"
+        gain = max(proj.gain, 0.0)
+        rel_cur = gain / abs(proj.level) if proj.level else float("inf")
+        rel_drop = gain / total_drop
+
+        def strength_of(g: float) -> float:
+            g = max(g, 0.0)
+            cur = g / abs(proj.level) if proj.level else float("inf")
+            return min(cur / o["min_gain_fraction"], g / total_drop / o["min_drop_fraction"])
+
+        strength, strength_q25 = strength_of(proj.gain), strength_of(proj.gain_q25)
+        ev.update({"gain_over_current_loss": C.num(rel_cur, 3), "gain_over_total_drop": C.num(rel_drop, 3),
+                   "strength": C.num(strength, 3), "strength_q25": C.num(strength_q25, 3)})
+        falling = p <= o["max_slope_p"]
+        unfinished = schedule is not None
+
+        where = f"the {label} loss"
+        pct = f"{rel_cur:.0%} of the current {C.num(proj.level, 3)}"
+        rng = f"{C.num(proj.gain_low, 2)}-{C.num(proj.gain_high, 2)}"
+        core = (f"{where} is still falling at step {int(s[-1])}: doubling the steps is projected to "
+                f"lower it by {C.num(gain, 2)} (range {rng} over {proj.n_fits} fits), {pct}")
+        base = core[0].upper() + core[1:]
+        note = ""
+        if which == "train" and fit_from > start:
+            d = late[-1]
+            note = (f" Fitted within the last epoch: the loss dropped {C.num(d.drop, 2)} when epoch "
+                    f"{d.epoch} began (step {int(d.step)}), the model re-seeing its data.")
+        nxt = self._next_experiment(run, which, label, s, proj, noise)
+        fix = ("Train longer: about 2x the steps (or more data/epochs), with the LR schedule "
+               "stretched to the new length rather than restarted at its peak.")
+        if falling and strength >= 1 and strength_q25 >= 0.5:
+            conf = 0.55 + 0.25 * min(1.0, (strength - 1) / 2)
+            conf += 0.1 if which == "eval" else 0.0
+            conf += 0.05 if strength_q25 >= 1 else 0.0
+            msg = base + f" and {rel_drop:.0%} of the {C.num(total_drop, 3)} drop so far."
+            if unfinished:
+                msg += f" The run also stopped at {schedule:.0%} of its max_steps."
+            msg += note
+            return [self.finding("error", msg, confidence=min(conf, 0.95), evidence=ev, fix=fix,
+                                 next_experiment=nxt)]
+        if unfinished and p <= 5 * o["max_slope_p"] and strength >= 0.1:
+            msg = (f"The run stopped at {schedule:.0%} of its max_steps ({ev['global_step']} of "
+                   f"{ev['max_steps']})" + (f" with the LR still at {ev['lr_end_over_peak']:.0%} of "
+                                           "its peak" if ev.get("lr_end_over_peak") is not None else "")
+                   + f", and {core}." + note)
+            return [self.finding("error", msg, confidence=0.7 if which == "eval" else 0.6, evidence=ev,
+                                 fix="Resume from the last checkpoint and finish the planned schedule "
+                                     "(the LR decay still to come usually lowers the loss further).",
+                                 next_experiment=nxt)]
+        if falling and strength >= 0.5 and strength_q25 >= 0.25:
+            return [self.finding("warning", f"{base}: still improving, below the not-converged bar.{note}",
+                                 confidence=0.5, evidence=ev, fix=fix, next_experiment=nxt)]
+        if falling and strength >= 0.1:
+            return [self.finding("info", f"The {label} loss is still improving slowly at the end "
+                                 f"(projected {C.num(gain, 2)} from doubling the steps, {pct}).",
+                                 confidence=0.5, evidence=ev,
+                                 fix="None needed; longer training would give little.",
+                                 next_experiment=nxt)]
+        if unfinished:
+            return [self.finding("info", f"The run stopped at {schedule:.0%} of its max_steps; the "
+                                 f"{label} loss had flattened by then.", confidence=0.5, evidence=ev,
+                                 fix="None needed unless the LR decay still to come matters: resume "
+                                     "to the end of the schedule to find out.",
+                                 next_experiment=nxt)]
+        return []
+
+    def _schedule(self, h, ev: dict[str, Any]) -> float | None:
+        """The fraction of max_steps done, when the run stopped early with the LR still high."""
+        gs, ms = h.meta.get("global_step"), h.meta.get("max_steps")
+        if not (isinstance(gs, (int, float)) and isinstance(ms, (int, float)) and ms > 0 and gs > 0):
+            return None
+        frac = gs / ms
+        ev.update({"global_step": int(gs), "max_steps": int(ms), "schedule_done": C.num(frac, 3)})
+        lr_ratio = ev.get("lr_end_over_peak")
+        if frac < self.opts["unfinished_fraction"] and (lr_ratio is None or lr_ratio >= 0.1):
+            return frac
+        return None
+
+    @staticmethod
+    def _next_experiment(run, which: str, label: str, steps: np.ndarray, proj: C.Projection,
+                         noise: float) -> str:
+        last = int(steps[-1])
+        more = max(int(round(last * 0.5)), 1)
+        ckpt = run.checkpoints[-1].path.name if run.checkpoints else "the last checkpoint"
+        predict = (f"the fit predicts about {C.num(proj.level - proj.gain_half, 3)} (now "
+                   f"{C.num(proj.level, 3)}); a drop within the noise ({C.num(noise, 2)}) refutes "
+                   f"this reading")
+        if which == "eval":
+            return f"Resume from {ckpt} for {more} more steps (to 1.5x) and log the {label} loss: {predict}."
+        return (f"Hold out 1-5% of the training data as an eval set and resume from {ckpt} for {more} "
+                f"more steps (to 1.5x), evaluating every {max(more // 5, 1)} steps: held-out loss still "
+                f"falling confirms under-training, flat held-out loss says the train-loss fall is "
+                f"memorisation. On the train loss, {predict}.")
+
+
+def _rising(rise: C.Rise) -> bool:
+    """Eval loss clearly rising since a minimum well before the end (R202's reading, loosened)."""
+    return (rise.points_after_best >= 2 and rise.best_step <= 0.9 * max(rise.last_step, 1)
+            and rise.rise >= 3 * rise.noise and rise.rise_fraction >= 0.02 and rise.trend_p <= 0.05)
