@@ -1,0 +1,147 @@
+"""I301 causal-mask-leak: a causal LM whose predictions at position t see tokens after t."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from degrade.check import Check, CheckSkipped
+from degrade.layers import Layer
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _num(x: float, digits: int = 4) -> float:
+    return float(f"{float(x):.{digits}g}")
+
+
+class CausalMaskLeak(Check):
+    """A causal LM whose predictions at position t depend on tokens after t (a mask leak).
+
+    What it detects: future information reaching earlier positions. For a sample of eval sequences
+    and several cut points t per sequence, the tokens after t are resampled (each replaced by a
+    different token drawn from the tokens seen in the sample) and the logits at positions 0..t are
+    compared with the original ones. In a correct causal LM they are identical up to float noise
+    (about 1e-6 of the logit scale in float32, exactly 0 on most kernels). Reported as an error
+    when the largest change exceeds `atol + rtol * logit_scale` (logit scale: the standard
+    deviation of the logits over the vocabulary, averaged over positions). Catches a missing or
+    inverted causal mask, an off-by-one mask (position t sees t+1: `leak_reach` 1), a softmax over
+    the wrong axis (normalising over queries mixes later positions into earlier ones), and padding
+    masks that replace the causal one. Untrained models show a leak as clearly as trained ones.
+
+    Why it matters: a model that sees the token it must predict reports an eval loss it cannot
+    reach when generating one token at a time; the observation is wrong, and the architecture that
+    was trained is not the one that will be deployed.
+
+    Evidence used: the model and the eval data (input_ids only); the attention mask passed is all
+    ones, so padding plays no part. Evidence: the largest absolute and relative logit change at a
+    position <= t, where it happened (sequence, cut, position), `leak_reach` (how far before the
+    first changed token the earliest affected position lies: 1 means only the position right
+    before it), and the fraction of cut points affected.
+
+    Fix: apply the causal mask in every attention layer (e.g. `torch.tril`, `is_causal=True`, or
+    the model's own mask builder), combine it with the padding mask instead of replacing it, and
+    normalise the attention softmax over the key axis (dim=-1). Then retrain: the trained weights
+    rely on the leak.
+
+    Options:
+      n_sequences (16): eval sequences sampled (sequences shorter than 4 tokens are not used).
+      n_cuts (4): cut points per sequence (at 1/4, 1/2, 3/4 of the length and the last position).
+      atol (1e-5), rtol (1e-4): tolerance on the logit change, absolute and relative to the logit
+        scale; float32 kernels differ by ~1e-7 relative. Half precision models use 100x both.
+      max_length (512): sequences are truncated to this many tokens (and to the model's position
+        table) to bound the cost.
+    """
+
+    code, name, layer = "I301", "causal-mask-leak", Layer.INSTANTIATION
+    needs = frozenset({"model", "eval_data", "causal_lm"})
+    options = {"n_sequences": 16, "n_cuts": 4, "atol": 1e-5, "rtol": 1e-4, "max_length": 512}
+
+    @torch.no_grad()
+    def run(self, run):
+        o = self.opts
+        model, data = run.model(), run.eval_data
+        limit = min(int(o["max_length"]), model.positions or 10**9)
+        usable = [i for i, x in enumerate(data.input_ids) if len(x) >= 4]
+        if not usable:
+            raise CheckSkipped("no eval sequence has 4 or more tokens")
+        rng = np.random.default_rng(run.options.seed)
+        pick = rng.choice(usable, size=min(int(o["n_sequences"]), len(usable)), replace=False)
+        seqs = [list(data.input_ids[int(i)][:limit]) for i in sorted(pick)]
+        pool = np.unique(np.concatenate([np.asarray(s) for s in seqs]))
+        param = next(model.module.parameters(), None)
+        half = param is not None and param.dtype in _HALF
+        atol = o["atol"] * (100 if half else 1)
+        rtol = o["rtol"] * (100 if half else 1)
+
+        module = model.module
+        was_training = module.training
+        module.eval()
+        worst: dict[str, Any] = {"abs": 0.0, "rel": 0.0}
+        n_cuts = n_affected = 0
+        reach = 0
+        scales = []
+        try:
+            for s_i, seq in enumerate(seqs):
+                cuts, batch = self._variants(seq, pool, int(o["n_cuts"]), rng)
+                ids = torch.tensor(batch, dtype=torch.long)
+                logits = model.logits(ids, torch.ones_like(ids)).cpu()
+                base = logits[0]
+                scale = float(base.std(dim=-1).mean())
+                scales.append(scale)
+                tol = atol + rtol * scale
+                for c, t in enumerate(cuts):
+                    diff = (logits[c + 1, :t + 1] - base[:t + 1]).abs().amax(dim=-1)  # per position
+                    n_cuts += 1
+                    m = float(diff.max())
+                    if m > worst["abs"]:
+                        p = int(diff.argmax())
+                        worst = {"abs": m, "rel": m / max(scale, 1e-12), "sequence": s_i, "cut": t,
+                                 "position": p}
+                    hit = torch.nonzero(diff > tol).flatten()
+                    if hit.numel():
+                        n_affected += 1
+                        reach = max(reach, t + 1 - int(hit.min()))
+        finally:
+            module.train(was_training)
+
+        ev = {"sequences": len(seqs), "cut_points": n_cuts, "cut_points_affected": n_affected,
+              "fraction_affected": _num(n_affected / max(n_cuts, 1), 3),
+              "max_abs_logit_change": _num(worst["abs"]), "max_relative_change": _num(worst["rel"]),
+              "logit_scale": _num(float(np.mean(scales))), "tolerance_abs": atol, "tolerance_rel": rtol,
+              "attention_mask": "all ones"}
+        if n_affected == 0:
+            return []
+        ev.update({"worst_at": {"sequence": worst["sequence"], "cut": worst["cut"],
+                                "position": worst["position"]},
+                   "leak_reach": reach})
+        where = ("every earlier position" if reach >= 4 else
+                 f"positions up to {reach} token(s) before the changed ones")
+        return [self.finding(
+            "error",
+            f"Future tokens change earlier predictions: resampling the tokens after position t "
+            f"changed the logits at positions <= t by up to {ev['max_abs_logit_change']} "
+            f"({ev['max_relative_change']:.3g} of the logit scale) in {n_affected} of {n_cuts} cut "
+            f"points; the leak reaches {where}. The causal mask is missing or wrong.",
+            confidence=0.95 if n_affected / n_cuts >= 0.25 else 0.8, evidence=ev,
+            fix="Apply the causal mask in every attention layer (torch.tril / is_causal=True), "
+                "combine it with the padding mask rather than replacing it, normalise the attention "
+                "softmax over keys (dim=-1), then retrain: the weights have learned to use the leak.",
+            next_experiment="Generate greedily one token at a time on a few eval sequences and "
+                            "compare the per-token loss with the teacher-forced eval loss; after "
+                            "fixing the mask, rerun `degrade diagnose --select I301`.")]
+
+    @staticmethod
+    def _variants(seq: list[int], pool: np.ndarray, n_cuts: int, rng) -> tuple[list[int], list[list[int]]]:
+        L = len(seq)
+        fracs = [0.25, 0.5, 0.75][:max(n_cuts - 1, 0)]
+        cuts = sorted({min(max(int(f * L), 0), L - 2) for f in fracs} | {L - 2})
+        batch = [list(seq)]
+        for t in cuts:
+            v = list(seq)
+            for p in range(t + 1, L):
+                choices = pool[pool != seq[p]] if len(pool) > 1 else pool
+                v[p] = int(rng.choice(choices))
+            batch.append(v)
+        return cuts, batch

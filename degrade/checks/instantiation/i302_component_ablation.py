@@ -1,0 +1,344 @@
+"""I302 component-ablation: heads and MLPs that contribute nothing (or everything)."""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from degrade.check import Check, CheckSkipped
+from degrade.layers import Layer
+from degrade.probing.ablation import ablate, head_weight_is_zero, run_capture
+from degrade.probing.batches import sample_indices
+from degrade.probing.components import Component, find_components
+from degrade.probing.scoring import Scores, score
+from degrade.run.data import IGNORE_INDEX
+from degrade.run.load import CAUSAL_LM
+
+
+def _num(x: float, digits: int = 4) -> float | None:
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return float(f"{x:.{digits}g}")
+
+
+def _layers_text(labels: list[str], limit: int = 12) -> str:
+    return ", ".join(labels[:limit]) + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
+
+
+class ComponentAblation(Check):
+    """Heads or MLPs that cannot contribute (a bug), contribute nothing measurable, or everything.
+
+    What it detects: each attention head and each MLP block is ablated alone (zero ablation: the
+    head's slice of the input to its attention output projection, or the MLP's output, set to 0)
+    and two things are measured: the eval loss increase Δ on a fixed sample, and the largest logit
+    change on a small probe batch (relative to the logit scale).
+      - cannot contribute (error): a head or MLP whose output is exactly 0 on every real token, a
+        head read by all-zero output-projection weights, or a component (or a whole layer's heads
+        ablated at once) whose removal changes no logit beyond float noise. A trained component
+        is never exactly inert by itself: code is switching it off or its output never reaches
+        the logits (a dead-head list, a head_mask, an attention output that is not added to the
+        residual stream). This is how a bug is told from a healthy model's unused heads: those
+        still move the logits a little.
+      - dead (warning): Δ + 2 standard errors <= dead_fraction * G, where G = trivial loss - model
+        loss is what the model gained over an input-blind predictor (the unigram distribution of
+        the sample's targets for an LM, the class prior for a classifier). Wasteful, cost not shown
+        (DESIGN.md: a dead head in a model that works is a warning). When all heads of a layer (or
+        of the model) are dead, the group is ablated at once: if it matters jointly the heads are
+        redundant; if it too is negligible the message says the layer contributes almost nothing.
+      - carrying (info): Δ >= carry_fraction * G: a single component holds most of what the model
+        learned; not a fault in itself.
+      - harmful (info): Δ + 2 standard errors < -dead_fraction * G: removing it helps.
+    When G < min_gain_fraction * trivial loss (the model is hardly better than the trivial
+    predictor), loss changes say nothing about which components matter: only the
+    cannot-contribute tests are made.
+
+    Why it matters: a head disabled by a bug is capacity the architecture promises and the code does
+    not deliver; many dead heads in a working model are wasted compute (prune them or shrink the
+    model).
+
+    Evidence used: the model and the eval data. Per head/MLP: the max |output| over the sample, the
+    output-projection weights that read it, the token-weighted mean loss change with its standard
+    error (from per-example paired differences), and the max logit change on the probe batch; the
+    base and trivial losses. With more components than the budget's `max_components`, a random
+    sample of them is ablated (the evidence says so); the exact-zero test always covers all.
+    Caveat: a classifier whose loss is saturated (~0) shows small loss changes for every ablation;
+    the logit test is unaffected.
+
+    Fix: components that cannot contribute: find the code that zeroes, masks, prunes or bypasses
+    them and remove it, then retrain. Dead heads in a working model: prune them, or use fewer heads
+    or a smaller model.
+
+    Options:
+      sample_size (128): eval examples the losses are measured on (capped by --budget).
+      dead_fraction (0.002): Δ confidently below this fraction of G is "dead". Source: the
+        project's choice, calibrated on DegradeBench's tiny models (a trained GPT-2 copy model's
+        heads that matter cost 0.14-0.42 nats of a 2.2 gain; its unused heads 0.0016 or less).
+        Head-pruning work (Michel et al. 2019, ANCHORS.md) shows many heads can be removed alone
+        at little cost, which is why a dead head in a working model is only a warning.
+      carry_fraction (0.5): Δ above this fraction of G is "carrying" (info).
+      min_gain_fraction (0.05): G must exceed this fraction of the trivial loss for the loss
+        readings (dead, carrying, harmful) to be made.
+      effect_tol (1e-6): a removal whose max logit change is below this fraction of the logit
+        scale changes nothing (float32 noise is ~1e-7; half precision models use 1000x).
+      probe_examples (8): examples in the logit probe batch (truncated to 128 tokens).
+      mode ("zero"): "zero" or "mean" ablation (mean: the component's mean output over the sample,
+        which removes only what it says about each input).
+    """
+
+    code, name, layer = "I302", "component-ablation", Layer.INSTANTIATION
+    needs = frozenset({"model", "eval_data"})
+    options = {"sample_size": 128, "dead_fraction": 0.002, "carry_fraction": 0.5,
+               "min_gain_fraction": 0.05, "effect_tol": 1e-6, "probe_examples": 8, "mode": "zero"}
+
+    @torch.no_grad()
+    def run(self, run):
+        o = self.opts
+        model, data = run.model(), run.eval_data
+        comps = find_components(model.module)
+        if not comps:
+            raise CheckSkipped(f"no heads or MLPs found: {comps.reason}")
+        seed = run.options.seed
+        n = int(o["sample_size"])
+        if run.budget.max_eval_examples is not None:
+            n = min(n, run.budget.max_eval_examples)
+        indices = sample_indices(len(data), n, seed)
+        stats = run_capture(model, data, indices, comps.heads, comps.mlps)
+        param = next(model.module.parameters(), None)
+        half = param is not None and param.dtype in (torch.float16, torch.bfloat16)
+        tol = o["effect_tol"] * (1000 if half else 1)
+
+        # 1. Exactly inert: output 0 on every real token, or all-zero weights reading the head.
+        zero_out = [c for c in comps.all if stats.called(c) and stats.max_abs[(c.module_name, c.head)] == 0.0]
+        zero_w = [c for c in comps.heads if c not in zero_out and head_weight_is_zero(model.module, c)]
+        never = sorted({c.module_name for c in comps.all if not stats.called(c)})
+
+        # 2. Candidates for ablation (a sample under the budget).
+        candidates = [c for c in comps.all if c not in zero_out and stats.called(c)]
+        sampled = len(candidates) > run.budget.max_components
+        if sampled:
+            rng = np.random.default_rng(seed)
+            keep = set(rng.choice(len(candidates), size=run.budget.max_components, replace=False).tolist())
+            candidates = [c for i, c in enumerate(candidates) if i in keep]
+        means = stats.means() if o["mode"] == "mean" else None
+        probe = _Probe(model, data, indices[: int(o["probe_examples"])])
+        effect = {c: probe.effect(model, [c], o["mode"], means) for c in candidates}
+        no_effect = [c for c in candidates if effect[c] <= tol and c not in zero_w]
+
+        base = score(model, data, n, seed=seed)
+        triv = self._trivial_loss(model.task, data, base.indices)
+        gain = triv - base.token_mean_loss
+        ev: dict[str, Any] = {"examples": int(base.n), "base_loss": _num(base.token_mean_loss),
+                              "trivial_loss": _num(triv), "gain": _num(gain),
+                              "components": comps.describe(), "mode": o["mode"],
+                              "ablated": len(candidates), "sampled_components": sampled,
+                              "probe_examples": probe.n, "effect_tol": tol}
+        if never:
+            ev["modules_never_called"] = never[:8]
+        findings = []
+        inert = zero_out + zero_w + no_effect
+        if inert:
+            findings.append(self._inert_finding(comps, zero_out, zero_w, no_effect, effect, ev))
+
+        if gain < o["min_gain_fraction"] * triv:
+            if findings:
+                return findings
+            return [self.finding(
+                "info", f"The model is hardly better than a trivial predictor (loss "
+                        f"{ev['base_loss']} vs {ev['trivial_loss']}), so ablation cannot tell which "
+                        f"components matter; every head and MLP does change the logits.",
+                confidence=0.5, evidence=ev,
+                next_experiment="Settle the reachability layer first (train until the eval loss "
+                                "is clearly below the trivial loss), then rerun I302.")]
+
+        # 3. Loss changes, one component at a time.
+        live = [c for c in candidates if c not in no_effect and c not in zero_w]
+        deltas = {c: self._delta(model, data, n, seed, base, [c], o["mode"], means) for c in live}
+        thresh = o["dead_fraction"] * gain
+
+        def is_dead(d: tuple[float, float]) -> bool:
+            return d[0] + 2 * d[1] <= thresh  # confidently below the threshold
+
+        dead = [c for c in live if is_dead(deltas[c])]
+        carry = [c for c in live if deltas[c][0] >= o["carry_fraction"] * gain]
+        harmful = [c for c in live if deltas[c][0] + 2 * deltas[c][1] < -thresh]
+        ranked = sorted(deltas.items(), key=lambda kv: -kv[1][0])[:32]
+        ev["delta_loss"] = {c.label: _num(d[0], 3) for c, d in ranked}
+        ev["delta_loss_se"] = {c.label: _num(d[1], 2) for c, d in ranked}
+        ev["dead_threshold"] = _num(thresh, 3)
+
+        # 4. Whole groups whose ablated members are all dead or inert: ablate the group at once.
+        weak = set(dead) | set(inert)
+        groups: list[tuple[str, list[Component]]] = []
+        ablated_heads = [c for c in candidates if c.kind == "head"]
+        if len(ablated_heads) > 1 and all(c in weak for c in ablated_heads) and \
+                not all(c in inert for c in ablated_heads):
+            groups.append(("all heads of the model", [c for c in comps.heads if c not in zero_out]))
+        else:
+            for a in comps.attention:
+                members = [c for c in ablated_heads if c.layer == a.layer]
+                if len(members) > 1 and all(c in weak for c in members) and not all(c in inert for c in members):
+                    groups.append((f"all heads of attention layer {a.layer} ({a.module_name})",
+                                   [c for c in comps.layer_heads(a.layer) if c not in zero_out]))
+        mlps = [c for c in candidates if c.kind == "mlp"]
+        if len(mlps) > 1 and all(c in weak for c in mlps):
+            groups.append(("all MLP blocks", [c for c in comps.mlps if c not in zero_out]))
+        group_info = []
+        for what, members in groups:
+            eff = probe.effect(model, members, o["mode"], means)
+            d = self._delta(model, data, n, seed, base, members, o["mode"], means)
+            kind = "inert" if eff <= tol else ("negligible" if is_dead(d) else "redundant")
+            group_info.append({"group": what, "components": len(members), "joint_delta_loss": _num(d[0], 3),
+                               "joint_logit_change": _num(eff, 3), "reading": kind})
+        if group_info:
+            ev["groups"] = group_info
+        inert_groups = [g for g in group_info if g["reading"] == "inert"]
+        if inert_groups:
+            g = inert_groups[0]
+            findings.append(self.finding(
+                "error",
+                f"Ablating {g['group']} at once changes no logit (max change {g['joint_logit_change']} "
+                f"of the logit scale): these {g['components']} components never reach the output. "
+                f"Their output is probably not added to the residual stream.",
+                confidence=0.85, evidence=ev,
+                fix="Check that each block adds its attention (and MLP) output to the residual "
+                    "stream and that nothing overwrites or masks it; then retrain.",
+                next_experiment="Print the attention output's norm and the residual stream before "
+                                "and after each block on one batch, and the gradient norm of the "
+                                "layer's weights after one backward pass: zero means no path."))
+        dead_listed = dead
+        if dead_listed:
+            red = [g["group"] for g in group_info if g["reading"] == "redundant"]
+            negl = [g["group"] for g in group_info if g["reading"] == "negligible"]
+            tail = ""
+            if red:
+                tail += f" Ablated together, {', '.join(red)} do matter: redundant rather than useless."
+            if negl:
+                tail += (f" Even ablated together, {', '.join(negl)} change the loss by less than the "
+                         f"threshold: that part of the model contributes almost nothing (if the task "
+                         f"needs it, look for code that weakens it).")
+            findings.append(self.finding(
+                "warning",
+                f"{len(dead_listed)} of {len(live)} ablated components change the eval loss by less "
+                f"than {ev['dead_threshold']} nats ({o['dead_fraction']:.1%} of what the model gained "
+                f"over a trivial predictor): {_layers_text([c.label for c in dead_listed])}."
+                + tail + (" (a sample of the components was ablated)" if sampled else ""),
+                confidence=0.6 if not negl else 0.7,
+                evidence={**ev, "dead": [c.label for c in dead_listed][:32], "dead_count": len(dead_listed)},
+                fix="Prune these components or use fewer heads / a smaller model; if they should "
+                    "matter, look for code that bypasses them.",
+                next_experiment="Retrain with those heads pruned (or fewer heads) and compare the "
+                                "eval loss: no change confirms they are wasted."))
+        if carry:
+            findings.append(self.finding(
+                "info",
+                f"{_layers_text([c.label for c in carry])} "
+                f"{'carries' if len(carry) == 1 else 'each carry'} at least "
+                f"{o['carry_fraction']:.0%} of the model's gain over a trivial predictor: "
+                f"removing one alone costs up to {_num(max(deltas[c][0] for c in carry), 3)} nats.",
+                confidence=0.6, evidence={**ev, "carrying": [c.label for c in carry]},
+                next_experiment="Not a fault: a small model may rely on one head. Check its "
+                                "attention pattern if the task should need several."))
+        if harmful:
+            findings.append(self.finding(
+                "info", f"Removing {_layers_text([c.label for c in harmful])} lowers the eval loss.",
+                confidence=0.5, evidence={**ev, "harmful": [c.label for c in harmful]},
+                next_experiment="Check for overfitting (R202) before pruning them."))
+        return findings
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _inert_finding(self, comps, zero_out, zero_w, no_effect, effect, ev):
+        items = zero_out + zero_w + no_effect
+        labels = [c.label for c in items]
+        n_heads = len([c for c in items if c.kind == "head"])
+        whole = [a.layer for a in comps.attention if all(c in items for c in comps.layer_heads(a.layer))]
+        how = []
+        if zero_out:
+            how.append(f"{len(zero_out)} output exactly 0 on every token")
+        if zero_w:
+            how.append(f"{len(zero_w)} are read by all-zero output-projection weights")
+        if no_effect:
+            how.append(f"removing {len(no_effect)} changes no logit")
+        pruned = " (all-zero weights can also be a deliberate pruning)" if zero_w and not (zero_out or no_effect) else ""
+        fev = {**ev, "zero_output": [c.label for c in zero_out][:64],
+               "zero_weights": [c.label for c in zero_w][:64],
+               "no_logit_effect": {c.label: _num(effect[c], 3) for c in no_effect[:64]},
+               "inert_heads": n_heads, "total_heads": len(comps.heads), "layers_entirely_inert": whole}
+        return self.finding(
+            "error",
+            f"{len(labels)} component(s) cannot contribute at all ({'; '.join(how)}): "
+            f"{_layers_text(labels)}; {n_heads} of {len(comps.heads)} heads. A trained component is "
+            f"never exactly inert by itself: code is switching it off{pruned}.",
+            confidence=0.95 if zero_out or no_effect else 0.7, evidence=fev,
+            fix="Find the code that zeroes, masks, prunes or bypasses these components (a head_mask, "
+                "a dead-head list, a wrong slice in the head split/merge, an output never added to "
+                "the residual stream) and remove it; then retrain.",
+            next_experiment="Run one batch with a hook on the attention output projection and "
+                            "print each head's slice norm; then read the attention forward for "
+                            "where those heads are overwritten.")
+
+    def _delta(self, model, data, n, seed, base: Scores, comps: list[Component], mode, means):
+        with ablate(model.module, comps, mode, means):
+            s = score(model, data, n, seed=seed)
+        w = base.n_targets
+        d = s.loss - base.loss
+        tot = max(float(w.sum()), 1.0)
+        mean = float((w * d).sum() / tot)
+        se = float(np.sqrt(((w * (d - mean)) ** 2).sum()) / tot)
+        return mean, se
+
+    @staticmethod
+    def _trivial_loss(task: str, data, indices: np.ndarray) -> float:
+        """Entropy of the sample's targets: the loss of the best input-blind predictor."""
+        if task == CAUSAL_LM:
+            counts: Counter = Counter()
+            for i in indices:
+                lab = data.token_labels(int(i))[1:]
+                counts.update(t for t in lab if t != IGNORE_INDEX)
+        else:
+            counts = Counter(data.label[int(i)] for i in indices)
+        total = sum(counts.values())
+        if not total:
+            raise CheckSkipped("the sampled eval examples have no targets")
+        p = np.asarray(list(counts.values()), dtype=float) / total
+        return float(-(p * np.log(p)).sum())
+
+
+class _Probe:
+    """A small fixed batch whose logits are kept, to tell "changes nothing" from "changes a little"."""
+
+    def __init__(self, model, data, indices: np.ndarray, max_len: int = 128):
+        rows = [list(data.input_ids[int(i)][:max_len]) for i in indices]
+        self.n = len(rows)
+        width = max(len(r) for r in rows)
+        self.ids = torch.zeros((len(rows), width), dtype=torch.long)
+        self.mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, r in enumerate(rows):
+            self.ids[k, :len(r)] = torch.tensor(r)
+            self.mask[k, :len(r)] = 1
+        self.base = self._logits(model)
+        valid = self._valid(self.base)
+        self.scale = float(valid.std(dim=-1).mean()) or 1.0
+
+    def _logits(self, model) -> torch.Tensor:
+        module = model.module
+        was = module.training
+        module.eval()
+        try:
+            return model.logits(self.ids, self.mask).cpu()
+        finally:
+            module.train(was)
+
+    def _valid(self, logits: torch.Tensor) -> torch.Tensor:
+        if logits.ndim == 3:
+            return logits[self.mask.bool()]
+        return logits
+
+    def effect(self, model, comps: list[Component], mode, means) -> float:
+        """Max |logit change| over real tokens, relative to the logit scale."""
+        with ablate(model.module, comps, mode, means):
+            out = self._logits(model)
+        return float((self._valid(out) - self._valid(self.base)).abs().max()) / self.scale
