@@ -230,7 +230,10 @@ class LossNotConverged(Check):
                          noise: float) -> str:
         last = int(steps[-1])
         more = max(int(round(last * 0.5)), 1)
-        ckpt = run.checkpoints[-1].path.name if run.checkpoints else "the last checkpoint"
+        ckpt = "the last checkpoint"
+        if run.checkpoints:  # the final weights may sit at the run dir's root, not in checkpoint-N/
+            path = run.checkpoints[-1].path
+            ckpt = path.name if path != run.path else f"the final weights in {path}"
         predict = (f"the fit predicts about {C.num(proj.level - proj.gain_half, 3)} (now "
                    f"{C.num(proj.level, 3)}); a drop within the noise ({C.num(noise, 2)}) refutes "
                    f"this reading")
