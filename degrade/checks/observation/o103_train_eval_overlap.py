@@ -11,7 +11,7 @@ from degrade.checks.observation._stats import Z95, num, ratio_se, wilson, z_test
 from degrade.errors import InputError
 from degrade.layers import Layer
 from degrade.probing.batches import sample_indices
-from degrade.probing.minhash import MinHasher, jaccard, multiset_shingles, ngram_hashes
+from degrade.probing.minhash import MinHasher
 
 if TYPE_CHECKING:
     from degrade.run.data import Examples
@@ -62,6 +62,10 @@ class TrainEvalOverlap(Check):
         model is available and the measured shift (metric on all items minus on clean items)
         exceeds shift_se SEs of the metric with the contaminated items significantly better.
       shift_se (1.0): see error_fraction.
+      min_k (0.2), membership_examples (256): Min-K%++ membership scores (Zhang et al. 2024; k=20%
+        is the paper's default) on up to 256 eval, training and shuffled-eval ("fresh") items,
+        when the model is a causal LM. Evidence only: the paper finds the signal weak on small
+        models, so it never sets the severity.
       boilerplate_fraction (0.01): n-grams in more than this fraction of the training sample (and
         at least 3 examples) are ignored as templates.
     """
@@ -70,7 +74,7 @@ class TrainEvalOverlap(Check):
     needs = frozenset({"eval_data", "train_data"})
     options = {"ngram_tokens": 8, "ngram_words": 13, "ngram_min_fraction": 0.5, "jaccard": 0.8, "shingle": 5,
                "min_near_length": 5, "error_fraction": 0.05, "shift_se": 1.0,
-               "boilerplate_fraction": 0.01}
+               "boilerplate_fraction": 0.01, "min_k": 0.2, "membership_examples": 256}
 
     def run(self, run: "Run") -> list:
         ev, tr = run.eval_data, run.train_data
@@ -89,9 +93,8 @@ class TrainEvalOverlap(Check):
         n = self.opts["ngram_words"] if use_words else self.opts["ngram_tokens"]
         lengths = np.array([u.size for u in units_ev])
         eligible = lengths >= self.opts["min_near_length"]
-        frac, any_hit, n_boiler = self._ngram_overlap(units_ev, units_tr, n, eligible)
         shingle = int(self.opts["shingle"])
-        jac, jac_train = self._minhash(units_ev, units_tr, shingle, eligible, seed)
+        frac, any_hit, n_boiler, jac, jac_train = self._near(units_ev, units_tr, n, shingle, eligible, seed)
 
         ngram_major = eligible & (frac >= self.opts["ngram_min_fraction"])
         near_dup = eligible & (jac >= self.opts["jaccard"])
@@ -122,6 +125,9 @@ class TrainEvalOverlap(Check):
         split = self._metric_split(run, eval_idx, contaminated) if k else None
         if split is not None:
             evidence["metric_split"] = split
+        membership = self._membership(run, eval_idx, contaminated)
+        if membership is not None:
+            evidence["membership_min_k_pp"] = membership
 
         sampled_note = ""
         if len(train_idx) < len(tr):
@@ -224,57 +230,23 @@ class TrainEvalOverlap(Check):
                               dtype=np.int64)
         return [ids(ev.text[i]) for i in eval_idx], [ids(tr.text[j]) for j in train_idx]
 
-    def _ngram_overlap(self, units_ev, units_tr, n, eligible):
-        """Per eval item: the fraction of its (non-boilerplate) n-grams found in the training
-        sample and whether any was found. Items shorter than n use their whole sequence."""
-        m = len(units_ev)
-        frac, any_hit = np.zeros(m), np.zeros(m, dtype=bool)
-        train_sets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-        def train_set(length: int) -> tuple[np.ndarray, np.ndarray]:
-            if length not in train_sets:
-                per_doc = [np.unique(ngram_hashes(u, length)) for u in units_tr]
-                flat = np.concatenate(per_doc) if per_doc else np.zeros(0, np.uint64)
-                uniq, df = np.unique(flat, return_counts=True)
-                limit = max(3, self.opts["boilerplate_fraction"] * len(units_tr))
-                train_sets[length] = (uniq[df <= limit], uniq[df > limit])
-            return train_sets[length]
-
-        for r, u in enumerate(units_ev):
-            if not eligible[r]:
-                continue
-            length = min(n, u.size)
-            keep, boiler = train_set(length)
-            h = np.unique(ngram_hashes(u, length))
-            h = h[~np.isin(h, boiler, assume_unique=True)]
-            if h.size == 0:
-                continue
-            hit = np.isin(h, keep, assume_unique=True)
-            frac[r] = float(hit.mean())
-            any_hit[r] = bool(hit.any())
-        n_boiler = int(train_set(n)[1].size) if units_tr else 0
-        return frac, any_hit, n_boiler
-
-    def _minhash(self, units_ev, units_tr, shingle, eligible, seed):
-        m = len(units_ev)
-        jac, best = np.zeros(m), np.full(m, -1)
-        if not units_tr or not eligible.any():
-            return jac, best
-        hasher = MinHasher(num_perm=100, bands=20, seed=seed)
-        sh_tr = [multiset_shingles(u, shingle) for u in units_tr]
-        sh_ev = [multiset_shingles(u, shingle) if eligible[r] else np.zeros(0, np.uint64)
-                 for r, u in enumerate(units_ev)]
-        sig_tr = hasher.signatures(sh_tr)
-        sig_ev = hasher.signatures(sh_ev)
-        tables = hasher.index(sig_tr, valid=np.array([s.size > 0 for s in sh_tr]))
-        for r in range(m):
-            if sh_ev[r].size == 0:
-                continue
-            for j in hasher.candidates(tables, sig_ev[r]):
-                jj = jaccard(sh_ev[r], sh_tr[j])
-                if jj > jac[r]:
-                    jac[r], best[r] = jj, j
-        return jac, best
+    def _near(self, units_ev, units_tr, n, shingle, eligible, seed, batch: int = 10_000):
+        """n-gram and MinHash near-duplicates in one streaming pass over the training units
+        (probing/stream_overlap.py: the eval side is indexed, training streams in batches)."""
+        from degrade.probing.stream_overlap import StreamingOverlap
+        so = StreamingOverlap(units_ev, ngram=n, shingle=shingle,
+                              min_near_length=int(self.opts["min_near_length"]),
+                              hasher=MinHasher(num_perm=100, bands=20, seed=seed))
+        for start in range(0, len(units_tr), batch):
+            part = units_tr[start:start + batch]
+            offsets = np.r_[0, np.cumsum([u.size for u in part])].astype(np.int64)
+            flat = np.concatenate(part) if part else np.zeros(0, np.int64)
+            so.add(flat, offsets)
+        frac = np.where(eligible, so.ngram_fraction(self.opts["boilerplate_fraction"]), 0.0)
+        limit = max(3, self.opts["boilerplate_fraction"] * max(len(units_tr), 1))
+        jac = np.where(eligible, so.best_jaccard, 0.0)
+        best = np.where(eligible, so.best_train_row, -1)
+        return frac, eligible & (frac > 0), int((so.ngram_df > limit).sum()), jac, best
 
     # ---- reporting -----------------------------------------------------------------------------
     def _examples(self, ev, tr, eval_idx, train_idx, contaminated, exact_input, exact_pair,
@@ -296,6 +268,54 @@ class TrainEvalOverlap(Check):
                 row["train_preview"] = _preview(tr, j)
             out.append(row)
         return out
+
+    def _membership(self, run: "Run", eval_idx: np.ndarray, contaminated: np.ndarray) -> dict[str, Any] | None:
+        """Min-K%++ scores (probing/membership.py) of eval items (contaminated and clean), training
+        items and shuffled eval items, with the AUCs that say how well the signal separates them."""
+        if run.model_unavailable() is not None:
+            return None
+        from degrade.probing.membership import min_k_pp, shuffled
+        from degrade.probing.shift import auc
+        from degrade.probing.targets import vocab_problem
+        try:
+            if run.task != "causal-lm":
+                return {"note": "Min-K%++ needs a causal LM's token probabilities; this is a "
+                                f"{run.task} model"}
+            if vocab_problem(run, run.eval_data) or vocab_problem(run, run.train_data):
+                return {"note": "token ids outside the model's vocabulary: not scored"}
+            n = min(self.opts["membership_examples"], len(eval_idx))
+            rng = np.random.default_rng(run.options.seed)
+            pick = np.sort(rng.choice(len(eval_idx), size=n, replace=False))
+            model, k = run.model(), self.opts["min_k"]
+            ev_scores = min_k_pp(model, run.eval_data, eval_idx[pick], k)
+            tr_idx = np.sort(rng.choice(len(run.train_data), size=min(n, len(run.train_data)), replace=False))
+            tr_scores = min_k_pp(model, run.train_data, tr_idx, k)
+            fresh = shuffled(run.eval_data, eval_idx[pick], run.options.seed)
+            fr_scores = min_k_pp(model, fresh, np.arange(len(fresh)), k)
+        except InputError as e:
+            return {"note": f"the model could not be scored: {e}"}
+        cont = contaminated[pick]
+        clean_scores = ev_scores[~cont]
+
+        def mean(x):
+            x = x[np.isfinite(x)]
+            return num(float(x.mean()), 4) if x.size else None
+
+        def auc_of(a, b):
+            a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+            if a.size < 5 or b.size < 5:
+                return None
+            return num(auc(np.r_[a, b], np.r_[np.ones(a.size, bool), np.zeros(b.size, bool)]), 3)
+
+        return {"k": k, "n_per_group": n, "mean_eval_contaminated": mean(ev_scores[cont]),
+                "mean_eval_clean": mean(clean_scores), "mean_train": mean(tr_scores),
+                "mean_fresh_shuffled": mean(fr_scores),
+                "auc_train_vs_eval_clean": auc_of(tr_scores, clean_scores),
+                "auc_eval_contaminated_vs_clean": auc_of(ev_scores[cont], clean_scores),
+                "auc_eval_vs_fresh": auc_of(ev_scores, fr_scores),
+                "reading": "AUC 0.5 = no separation; train vs eval-clean near 0.5 means the model treats "
+                           "held-out items like training items (it generalises, or the signal is weak "
+                           "at this size); contaminated vs clean above it backs the overlap finding."}
 
     def _metric_split(self, run: "Run", eval_idx: np.ndarray, contaminated: np.ndarray) -> dict[str, Any] | None:
         if run.model_unavailable() is not None:
