@@ -151,6 +151,10 @@ def main() -> None:
     print(f"step time without recorder (best run): {1e3 * b_loop / a.steps:.2f} ms")
     print(f"A/B loop ratio, min/min:            {r_loop / b_loop:.4f}")
     print(f"A/B loop ratio, median of pairs:    {pair:.4f}")
+    pairs = sorted(r["loop"] / b["loop"] for b, r in zip(base, rec))
+    q1, q3 = statistics.quantiles(pairs, n=4)[0], statistics.quantiles(pairs, n=4)[2]
+    print(f"  pair ratios: min {pairs[0]:.4f}, q1 {q1:.4f}, q3 {q3:.4f}, max {pairs[-1]:.4f} "
+          f"({len(pairs)} pairs)")
     print(f"A/B total ratio incl. setup/close:  {r_tot / b_tot:.4f}")
     print(f"direct: inside Recorder calls / loop: {100 * direct:.2f}%")
     print(f"isolated costs (min of repeats): step {1e3 * iso['step']:.2f} ms, log {1e6 * iso['log']:.1f} us, "

@@ -65,3 +65,51 @@ def test_real_run_other_formats(fmt):
     assert r.code in (0, 1), r.stderr
     assert r.stdout.strip()
     assert "Traceback" not in r.stderr
+
+
+# My own reading of each trainer_state.json, written down before asserting it (issue 5):
+#  - aguleon LoRA RoBERTa AG News: eval loss flat at ~0.29 from step ~800 to 1200, train loss
+#    drifting down slightly, LR linearly annealed to 0 at the last step: a plateau, converged for
+#    this schedule (the flat end is partly the schedule's doing).
+#  - aigoncharov: 30 epochs at constant LR; train loss 1.1 -> 0.055 while every eval set's loss
+#    bottoms in the first epochs and then climbs (g0 from ~1.1-1.6 to ~2.7): overfitting.
+#  - dheena TinyLlama: eval loss 1.62 -> 1.122, the last three evals within 0.001, LR cosine-
+#    annealed to ~0: a plateau for this schedule.
+#  - rnpcs BART: one train log entry, no eval: too short to read.
+#  - sygoat Mistral: no eval; train loss still falling (0.53 -> ~0.29 over the last 2000 steps),
+#    stopped at 3000 of 8660 max_steps with the LR at ~83% of its peak: still improving, unfinished.
+#  - justin-donnelly: a Git LFS pointer, no curve at all (bad input, exit 2 above).
+READINGS = {
+    "aguleon-lora-roberta-agnews": ("plateau", True, True, False),
+    "aigoncharov-trainer_state_viz": ("overfitting", True, False, False),
+    "dheena731-tinyllama-finetune": ("plateau", True, True, False),
+    "rnpcs-bart-samsum": ("too-short", False, False, False),
+    "sygoat-mistral-translator": ("still-improving", False, False, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(READINGS))
+def test_real_run_curve_reading(name):
+    """Each real run's curves read as a careful engineer reads them (kind, eval present, LR
+    annealed, stopped before its own schedule ended)."""
+    from degrade.checks.reachability.reading import read_curves
+    from degrade.run import open_run
+    folder = REAL_RUNS / name
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not there")
+    r = read_curves(open_run(folder))
+    kind, has_eval, annealed, unfinished = READINGS[name]
+    assert (r.kind, r.has_eval, r.annealed, r.unfinished) == (kind, has_eval, annealed, unfinished), r
+
+
+def test_real_run_best_checkpoint_distance():
+    """The best eval step and how far the last eval is from it: far for the overfitting run,
+    nowhere for the plateaued one."""
+    from degrade.checks.reachability.reading import read_curves
+    from degrade.run import open_run
+    if not REAL_RUNS.is_dir():
+        pytest.skip(f"{REAL_RUNS} is not there")
+    over = read_curves(open_run(REAL_RUNS / "aigoncharov-trainer_state_viz"))
+    assert over.best_step < 0.1 * over.last_step and over.last_minus_best > 1.0
+    flat = read_curves(open_run(REAL_RUNS / "dheena731-tinyllama-finetune"))
+    assert flat.best_step == flat.last_step == 2800 and flat.last_minus_best < 0.001

@@ -122,6 +122,23 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def environment_info() -> dict[str, Any]:
+    """Where the run ran: OS, CPU, torch threads and accelerator (results can depend on them:
+    kernels, reduction order, thread count). The host name only as a hash: it tells two machines
+    apart without writing a host name into run dirs that get shared."""
+    out: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
+                           "cpu_count": os.cpu_count(),
+                           "hostname_sha256": hashlib.sha256(platform.node().encode()).hexdigest()[:12]}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch_threads"] = torch.get_num_threads()
+        try:
+            out["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        except Exception:  # noqa: BLE001 - a broken driver must not stop the recording
+            out["cuda_device"] = None
+    return out
+
+
 # ---- model ----------------------------------------------------------------------------------
 def model_info(model: Any, factory: str | None = None) -> dict[str, Any]:
     from degrade.record.layer_stats import unwrap

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from degrade.record import layer_stats as ls
-from degrade.record.manifest import (FORMAT, code_info, describe_data, infer_task, is_hf_model,
-                                     json_safe, model_info, now, package_versions,
+from degrade.record.manifest import (FORMAT, code_info, describe_data, environment_info, infer_task,
+                                     is_hf_model, json_safe, model_info, now, package_versions,
                                      write_json_atomic)
 
 SCALARS, LAYERS, PREDICTIONS = "scalars.jsonl", "layers.jsonl", "eval_predictions.jsonl"
@@ -219,7 +219,7 @@ class Recorder:
         self.manifest: dict[str, Any] = {
             "format": FORMAT, "writer": self.writer, "task": task, "params": json_safe(params or {}),
             "seed": seed, "torch_initial_seed": int(torch.initial_seed()),
-            "code": code_info(), "packages": package_versions(),
+            "code": code_info(), "packages": package_versions(), "environment": environment_info(),
             "data": {"train": None, "eval": None}, "model": None,
             "global_step": self._done, "max_steps": max_steps,
             "created": now(), "finished": None, "status": "running",

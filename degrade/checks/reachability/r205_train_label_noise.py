@@ -1,0 +1,125 @@
+"""R205 train-label-noise: the training labels are noisy; the model disagrees with them."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from degrade.check import Check, CheckSkipped
+from degrade.checks.reachability import curves as C
+from degrade.checks.reachability.confident_learning import confident_joint
+from degrade.layers import Layer
+
+
+class TrainLabelNoise(Check):
+    """A large share of the training labels is wrong: the final model confidently predicts another
+    label for them, and the train loss plateaued far above zero.
+
+    What it detects: confident learning (Northcutt et al. 2021; cleanlab's find_label_issues,
+    ANCHORS.md) on the training data with the final model: per class, the threshold is the mean
+    predicted probability of that class over the targets labelled with it; a target is a suspect
+    when another class clears its own threshold and is the most probable such class. The noise
+    rate is the suspects' fraction. Works for sequence-classification labels and for causal-LM
+    target tokens (each token a label).
+      - error: noise rate >= `min_noise_rate`, the train loss has plateaued (its last third no
+        longer falls: Mann-Kendall p > 0.01, or < 5% drop) at >= `min_plateau_loss`, and the model
+        agrees MORE with held-out labels than with its own training labels (eval accuracy - train
+        accuracy >= `min_agreement_gap`). The last condition is what separates noisy labels from a
+        model that learned nothing (which "disagrees" with every label alike) or memorised;
+      - warning: the noise rate is high and the loss plateaued, but there is no eval data or no
+        such agreement gap to confirm it;
+      - nothing when the model disagrees with most labels (rate >= 0.5) or only weakly (mean
+        probability of the suggested label over the suspects < `min_suspect_confidence`): a model
+        that has not learned the task says nothing about its labels; nothing below the rate, or
+        while the loss still falls (under-training, R201, explains a
+        model that disagrees with its labels).
+
+    Caveat: the probabilities are in-sample (the model trained on these labels). Confident learning
+    wants out-of-sample probabilities; in-sample ones UNDER-estimate noise once the model starts
+    memorising the wrong labels, so the rate is a lower bound and a memorised run reads clean.
+
+    Why it matters: with a fraction r of labels flipped at random, the best reachable train loss
+    is about the entropy of the noise, not 0, and the model is trained toward wrong answers; no
+    architecture change can fix the data.
+
+    Evidence used: the model, the training data, the eval data (for the agreement gap), the train
+    loss curve.
+
+    Fix: relabel or drop the suspect examples (evidence lists some), or train with a noise-robust
+    loss (label smoothing, co-teaching); re-audit the labelling pipeline.
+
+    Options:
+      min_noise_rate (0.10): estimated noise rate for a finding. Northcutt et al. 2021 find >= 3.3%
+        label errors in common test sets; 10% is three times that, well beyond typical annotation.
+      min_plateau_loss (0.1): the plateau must sit at least this high (nats; the entropy of 2% of
+        binary labels flipped is ~0.1).
+      min_agreement_gap (0.1): eval accuracy minus train accuracy for an error.
+      min_suspect_confidence (0.55): the model must prefer the suggested label over the given one
+        by more than a coin flip (0.5) on average over the suspects.
+    """
+
+    code, name, layer = "R205", "train-label-noise", Layer.REACHABILITY
+    needs = frozenset({"model", "train_data"})
+    options = {"min_noise_rate": 0.10, "min_plateau_loss": 0.1, "min_agreement_gap": 0.1,
+               "min_suspect_confidence": 0.55}
+
+    def run(self, run):
+        o = self.opts
+        model, data = run.model(), run.train_data
+        if model.task != "causal-lm" and data.label is None:
+            raise CheckSkipped("the training data has no class labels (`label` column)")
+        cj = confident_joint(model, data, run.budget.max_train_examples, seed=run.options.seed)
+        if cj.n_targets == 0:
+            raise CheckSkipped("the training data has no scored targets")
+        ev: dict[str, Any] = {"targets_scored": cj.n_targets, "suspects": cj.n_suspects,
+                              "noise_rate": C.num(cj.noise_rate, 3),
+                              "train_accuracy_vs_given_labels": C.num(cj.accuracy, 3),
+                              "suspect_examples": [{"example": e, "position": p, "given": g,
+                                                    "suggested": s} for e, p, g, s in cj.suspects[:10]],
+                              "probabilities": "in-sample (final model): a lower bound on noise"}
+        ev["suspect_confidence"] = C.num(cj.suspect_confidence, 3)
+        if cj.noise_rate < o["min_noise_rate"]:
+            return []
+        if cj.noise_rate >= 0.5 or cj.suspect_confidence < o["min_suspect_confidence"]:
+            # Disagreeing with most labels, or only weakly: a model that has not learned the task
+            # (R201/R206), not evidence about the labels.
+            return []
+        plateau = self._plateau(run, ev)
+        if not plateau:
+            return []
+        gap = None
+        if run.eval_data is not None:
+            eval_acc = run.eval_scores().accuracy
+            gap = eval_acc - cj.accuracy
+            ev.update({"eval_accuracy": C.num(eval_acc, 3), "agreement_gap": C.num(gap, 3)})
+        msg = (f"Confident learning flags {cj.noise_rate:.0%} of the training targets "
+               f"({cj.n_suspects} of {cj.n_targets}) as mislabelled: the final model confidently "
+               f"predicts another label for them, and the train loss plateaued at "
+               f"{ev['train_loss_end']}")
+        fix = ("Relabel or drop the suspect examples (see evidence), or use a noise-robust loss "
+               "(label smoothing, co-teaching); audit the labelling pipeline.")
+        nxt = ("Relabel (or drop) 50 of the suspects by hand: if most are really wrong, retrain on "
+               "the cleaned set and compare the eval metric beyond the seed noise.")
+        if gap is not None and gap >= o["min_agreement_gap"]:
+            msg += (f"; the model agrees with held-out labels ({ev['eval_accuracy']:.0%}) far more than "
+                    f"with its own training labels ({cj.accuracy:.0%}).")
+            return [self.finding("error", msg, confidence=0.8, evidence=ev, fix=fix, next_experiment=nxt)]
+        msg += ("." if gap is None else f"; but it agrees no better with held-out labels "
+                f"(eval {ev['eval_accuracy']:.0%} vs train {cj.accuracy:.0%}), so a model that has not "
+                "learned the task explains it as well.")
+        return [self.finding("warning", msg, confidence=0.4, evidence=ev, fix=fix, next_experiment=nxt)]
+
+    def _plateau(self, run, ev) -> bool:
+        if run.history is None:
+            return False
+        s, v = C.finite(*run.history.series("loss"))
+        if s.size < 6:
+            return False
+        third = s.size // 3
+        ts, tv = s[-third:], v[-third:]
+        p = C.trend_p(ts, tv, "down")
+        level = C.end_level(v)
+        drop = (float(np.median(tv[: max(1, tv.size // 3)])) - level) / max(abs(level), 1e-12)
+        ev.update({"train_loss_end": C.num(level, 3), "last_third_trend_p": C.num(p, 3),
+                   "last_third_drop_fraction": C.num(drop, 3)})
+        return level >= self.opts["min_plateau_loss"] and (p > 0.01 or drop < 0.05)

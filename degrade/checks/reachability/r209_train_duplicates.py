@@ -1,0 +1,112 @@
+"""R209 train-duplicates: repeated (and near-repeated) examples inside the training set."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+import numpy as np
+
+from degrade.check import Check
+from degrade.checks.reachability import curves as C
+from degrade.layers import Layer
+from degrade.probing.minhash import MinHasher, jaccard, multiset_shingles
+
+
+class TrainDuplicates(Check):
+    """Duplicates inside the training set: exact repeats, near repeats, and the same input with
+    conflicting labels.
+
+    What it detects: exact duplicates (same input_ids and targets), inputs repeated with different
+    labels (conflicts: a label-noise signal), and near duplicates: MinHash with LSH banding on
+    multiset token 5-grams (degrade/probing/minhash.py; Broder 1997; ANCHORS.md names datasketch's
+    MinHash LSH) verified by exact Jaccard >= `near_jaccard`, among up to `max_near_examples`
+    examples of length >= 8 tokens.
+      - warning: duplicated examples (exact + near, beyond their first copy) are >= `max_fraction`
+        of the set, or conflicting labels affect >= `max_conflict_fraction` of the examples;
+      - info: the fractions, when any duplicates exist.
+    Never an error on its own: small-vocabulary tasks repeat inputs by nature (a copy task over 8
+    symbols repeats short strings), and duplication costs only when it skews what is learned.
+
+    Why it matters: duplicated examples are seen more often than the data distribution says, which
+    wastes the data budget and pushes the model to memorise them (Lee et al. 2022, "Deduplicating
+    training data makes language models better"); conflicting labels are label noise.
+
+    Evidence used: the training data (input_ids, labels/label).
+
+    Fix: deduplicate the training set (exact, then near with MinHash), resolve conflicting labels.
+
+    Options:
+      max_fraction (0.3): duplicated fraction for a warning.
+      max_conflict_fraction (0.05): fraction of examples whose input appears with another label.
+      near_jaccard (0.8): Jaccard similarity of 5-gram multisets for a near duplicate (the LSH
+        defaults find pairs at 0.8 with probability 0.9996).
+      max_near_examples (20000): examples searched for near duplicates (a fixed sample beyond).
+    """
+
+    code, name, layer = "R209", "train-duplicates", Layer.REACHABILITY
+    needs = frozenset({"train_data"})
+    options = {"max_fraction": 0.3, "max_conflict_fraction": 0.05, "near_jaccard": 0.8,
+               "max_near_examples": 20000}
+
+    def run(self, run):
+        o = self.opts
+        data = run.train_data
+        n = len(data)
+        if n == 0:
+            return []
+        keys = [(tuple(data.input_ids[i]), self._target(data, i)) for i in range(n)]
+        counts = Counter(keys)
+        exact = sum(c - 1 for c in counts.values())
+        by_input: dict[tuple, set] = defaultdict(set)
+        for x, y in keys:
+            by_input[x].add(y)
+        conflicted = sum(1 for x, y in keys if len(by_input[x]) > 1)
+        near, searched = self._near(data, counts, keys)
+        frac = (exact + near) / n
+        ev: dict[str, Any] = {"n_train_examples": n, "exact_duplicates": exact,
+                              "exact_fraction": C.num(exact / n, 3),
+                              "near_duplicates": near, "near_searched": searched,
+                              "duplicate_fraction": C.num(frac, 3),
+                              "conflicting_label_examples": conflicted,
+                              "conflict_fraction": C.num(conflicted / n, 3),
+                              "most_repeated": [{"input_ids": list(k[0])[:20], "count": c}
+                                                for k, c in counts.most_common(3) if c > 1]}
+        if exact + near + conflicted == 0:
+            return []
+        msg = (f"{frac:.1%} of the training examples repeat an earlier one ({exact} exact, {near} near "
+               f"duplicates)" + (f"; {conflicted} examples share their input with a differently "
+                                 "labelled copy" if conflicted else "") + ".")
+        fix = "Deduplicate the training set (exact, then MinHash near duplicates); resolve conflicting labels."
+        nxt = "Retrain on the deduplicated set with the same steps: an eval metric within the seed noise says they did not matter."
+        if frac >= o["max_fraction"] or conflicted / n >= o["max_conflict_fraction"]:
+            return [self.finding("warning", msg, confidence=0.5, evidence=ev, fix=fix, next_experiment=nxt)]
+        return [self.finding("info", msg, confidence=0.5, evidence=ev, fix=fix, next_experiment=nxt)]
+
+    @staticmethod
+    def _target(data, i: int):
+        if data.label is not None:
+            return data.label[i]
+        return tuple(data.labels[i]) if data.labels is not None else None
+
+    def _near(self, data, counts: Counter, keys: list) -> tuple[int, int]:
+        """Near duplicates among distinct, long-enough examples (each counted once)."""
+        first = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        idx = [i for i in first.values() if len(data.input_ids[i]) >= 8]
+        if len(idx) < 2:
+            return 0, len(idx)
+        if len(idx) > self.opts["max_near_examples"]:
+            rng = np.random.default_rng(0)
+            idx = sorted(rng.choice(idx, self.opts["max_near_examples"], replace=False).tolist())
+        sh = [multiset_shingles(np.asarray(data.input_ids[i]), 5) for i in idx]
+        mh = MinHasher()
+        sig = mh.signatures(sh)
+        tables = mh.index(sig)
+        dup = set()
+        for row in range(len(idx)):
+            for other in mh.candidates(tables, sig[row]):
+                if other < row and other not in dup and jaccard(sh[row], sh[other]) >= self.opts["near_jaccard"]:
+                    dup.add(row)
+                    break
+        return len(dup), len(idx)
