@@ -1,0 +1,250 @@
+"""I307 residual-norm-health: a broken residual stream or normalisation."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from degrade.check import Check, CheckSkipped
+from degrade.layers import Layer
+from degrade.probing.batches import batches, sample_indices
+from degrade.probing.blocks import find_blocks, find_norms
+
+
+def _num(x: float, digits: int = 4) -> float | None:
+    x = float(x)
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+
+
+def _first_tensor(x):
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
+        return x[0]
+    return getattr(x, "last_hidden_state", None)
+
+
+class ResidualNormHealth(Check):
+    """A broken residual stream or normalisation: norms that do not normalise, hidden states that
+    grow or shrink geometrically with depth, or token representations that collapse into one.
+
+    What it detects, with forward hooks on the blocks (the children of the ModuleList holding the
+    attention layers) and on every norm module (class name with "Norm", a 1-D weight; batch,
+    group and instance norms excluded), over a sample of eval sequences (real tokens only):
+      - a norm whose output is not normalised: the output with the norm's own affine map undone,
+        z = (y - bias) / weight, must have standard deviation 1 over features for every token
+        and mean 0 (LayerNorm), or root-mean-square 1 (RMSNorm, no bias); a hand-written norm that divides by
+        the variance instead of its square root, normalises the wrong axis, or forgets a term does
+        not. Error when more than `bad_token_fraction` of tokens deviate by more than `norm_tol`.
+        Tokens whose input variance is below 100x the norm's eps, and norms with more than 5% of
+        weights near zero (z is undefined there), are left out;
+      - geometric growth or decay: the mean token norm after each block; with 3 or more blocks,
+        every block-to-block ratio above `growth_factor` (or below its inverse) is a residual
+        stream that multiplies instead of adds (a missing residual, a norm placed wrong). Error;
+      - rank collapse: per sequence, the spread of its token representations around their mean,
+        ||X - mean_tokens(X)||_F / ||X||_F. Pure attention without residual connections loses
+        rank doubly exponentially with depth (Dong et al. 2021, "Attention is not all you need");
+        a spread below `collapse_tol` after the last block while the block input had 10x that is
+        an error (every position would predict the same thing).
+
+    Why it matters: the residual stream and its norms are what lets a deep transformer train and
+    keep per-token information; a norm that does not normalise, or a stream that explodes,
+    vanishes or collapses, is not the architecture that was designed and costs stability or
+    accuracy even when training seems to go.
+
+    Evidence used: the model and the eval data (input_ids; padding masked). Evidence: per norm,
+    the median and worst deviation of z's standard deviation (or RMS) from 1 and the fraction of
+    tokens off; the mean token norm per block and the ratios; the token spread at the block
+    input and after the last block.
+
+    Fix: compute norms over the feature axis with the square root of the variance (use
+    nn.LayerNorm / the framework's RMSNorm); add every sub-layer's output to the residual stream
+    (x = x + f(norm(x))); then retrain.
+
+    Options:
+      n_sequences (16): eval sequences sampled (truncated to 256 tokens).
+      norm_tol (0.02): deviation of a token's normalised std (or RMS) from 1, or of its mean from
+        0, that counts as "not normalised". A correct norm deviates by ~eps/var (1e-5 in float32,
+        ~1e-3 after bfloat16 rounding); a norm over the wrong axis by ~1/sqrt(d_model) (0.1 at
+        d_model 64). 5x wider for norms with weights near 0 left out (the std over a subset of
+        features is only close to 1).
+      bad_token_fraction (0.5): fraction of tokens off for a norm to be reported.
+      growth_factor (4.0): per-block norm ratio that, in every block, counts as geometric (healthy
+        pre-LN models grow ~sqrt-linearly, Xiong et al. 2020; post-LN blocks output unit norms).
+      collapse_tol (0.01): token spread after the last block below which representations have
+        collapsed.
+    """
+
+    code, name, layer = "I307", "residual-norm-health", Layer.INSTANTIATION
+    needs = frozenset({"model", "eval_data"})
+    options = {"n_sequences": 16, "norm_tol": 0.02, "bad_token_fraction": 0.5, "growth_factor": 4.0,
+               "collapse_tol": 0.01}
+
+    @torch.no_grad()
+    def run(self, run):
+        o = self.opts
+        model, data = run.model(), run.eval_data
+        module = model.module
+        _, blocks = find_blocks(module)
+        norms = find_norms(module)
+        if not blocks and not norms:
+            raise CheckSkipped("no transformer blocks (a ModuleList holding the attention layers) "
+                               "and no norm modules found")
+        idx = sample_indices(len(data), int(o["n_sequences"]), run.options.seed)
+        captured: dict[str, list] = {}
+        hooks = []
+
+        def keep(name, kind):
+            def hook(mod, args, out):
+                x = args[0] if args else None
+                captured.setdefault(name, []).append((kind, _first_tensor(x), _first_tensor(out)))
+            return hook
+
+        for name in norms:
+            hooks.append(module.get_submodule(name).register_forward_hook(keep(name, "norm")))
+        for name in blocks:
+            hooks.append(module.get_submodule(name).register_forward_hook(keep(name, "block")))
+        was_training = module.training
+        module.eval()
+        masks = []
+        try:
+            for _, ids, mask, _ in batches(data, idx, pad_id=0):
+                ids, mask = ids[:, :256], mask[:, :256]
+                model.logits(ids, mask)
+                masks.append(mask.bool())
+        finally:
+            for h in hooks:
+                h.remove()
+            module.train(was_training)
+
+        ev: dict[str, Any] = {"sequences": int(len(idx)), "blocks": len(blocks), "norms": len(norms)}
+        findings = []
+        bad_norms = self._norm_health(module, norms, captured, masks, ev)
+        if bad_norms:
+            worst = max(bad_norms, key=lambda r: r["tokens_off"])
+            names = ", ".join(r["module"] for r in bad_norms[:4]) + (" ..." if len(bad_norms) > 4 else "")
+            findings.append(self.finding(
+                "error",
+                f"{len(bad_norms)} of {len(ev['norm_checks'])} norm module(s) do not normalise "
+                f"({names}): with their scale and shift undone, {worst['tokens_off']:.0%} of tokens "
+                f"have a standard deviation (or RMS) over features off 1 (or a mean off 0) by more "
+                f"than {worst['tolerance']} (median deviation {worst['median_deviation']}). The norm's code is "
+                f"wrong (variance without square root, wrong axis, a missing term).",
+                confidence=0.85, evidence=ev,
+                fix="Normalise over the feature axis with the square root of the variance (use "
+                    "nn.LayerNorm or the framework's RMSNorm), then retrain.",
+                next_experiment="Feed random vectors of different scales through one norm module and "
+                                "print the output std per vector: it should be 1 for every scale."))
+        if blocks:
+            findings += self._depth(blocks, captured, masks, ev)
+        return findings
+
+    # ---- norms -------------------------------------------------------------------------------
+    def _norm_health(self, module, norms, captured, masks, ev) -> list[dict[str, Any]]:
+        o = self.opts
+        rows, bad = [], []
+        for name in norms:
+            calls = captured.get(name) or []
+            mod = module.get_submodule(name)
+            w = mod.weight.detach().float()
+            b = getattr(mod, "bias", None)
+            b = b.detach().float() if isinstance(b, torch.Tensor) else None
+            eps = float(getattr(mod, "eps", getattr(mod, "variance_epsilon", 1e-5)) or 1e-5)
+            usable = w.abs() > 1e-3 * float(w.abs().max() or 1.0)
+            if not calls or float(usable.float().mean()) < 0.95 or len(calls) != len(masks):
+                continue
+            devs = []
+            for (_, x, y), m in zip(calls, masks):
+                if x is None or y is None or y.shape[-1] != w.numel() or y.shape[:2] != m.shape:
+                    break
+                x, y = x.float()[m], y.float()[m]  # [tokens, d]
+                z = (y - (b if b is not None else 0)) / torch.where(usable, w, torch.ones_like(w))
+                z = z[:, usable]
+                ok = x.var(-1, unbiased=False) > 100 * eps
+                std = z.std(-1, unbiased=False)
+                dev = (std - 1).abs()
+                if b is None:  # RMSNorm: either reading is normalised
+                    dev = torch.minimum(dev, (z.pow(2).mean(-1).sqrt() - 1).abs())
+                else:  # LayerNorm: centred as well
+                    dev = torch.maximum(dev, z.mean(-1).abs())
+                devs.append(dev[ok])
+            if not devs:
+                continue
+            d = torch.cat(devs)
+            if d.numel() == 0:
+                continue
+            # Over a subset of features a unit vector's std is only close to 1: a wider margin.
+            tol = o["norm_tol"] * (1 if bool(usable.all()) else 5)
+            off = float((d > tol).float().mean())
+            row = {"module": name, "median_deviation": _num(d.median()), "max_deviation": _num(d.max()),
+                   "tokens_off": round(off, 3), "tokens": int(d.numel()), "tolerance": tol}
+            rows.append(row)
+            if off > o["bad_token_fraction"]:
+                bad.append(row)
+        ev["norm_checks"] = rows
+        return bad
+
+    # ---- depth -------------------------------------------------------------------------------
+    def _depth(self, blocks, captured, masks, ev) -> list:
+        o = self.opts
+        norms_by_block, spreads = [], []
+        first_in = None
+        for bi, name in enumerate(blocks):
+            calls = captured.get(name) or []
+            if len(calls) != len(masks):
+                return []
+            tok_norms, spread = [], []
+            for (_, x, y), m in zip(calls, masks):
+                if y is None or y.ndim != 3 or y.shape[:2] != m.shape:
+                    return []
+                if bi == 0 and x is not None and x.ndim == 3:
+                    first_in = (first_in or []) + [self._spread(x.float(), m)]
+                tok_norms.append(y.float()[m].norm(dim=-1))
+                spread.append(self._spread(y.float(), m))
+            norms_by_block.append(float(torch.cat(tok_norms).mean()))
+            spreads.append(float(np.median(np.concatenate(spread))) if spread else float("nan"))
+        ratios = [b / a if a > 0 else float("inf") for a, b in zip(norms_by_block, norms_by_block[1:])]
+        ev.update({"block_output_norms": [_num(v) for v in norms_by_block],
+                   "block_norm_ratios": [_num(r, 3) for r in ratios],
+                   "token_spread_after_blocks": [_num(v, 3) for v in spreads]})
+        spread_in = float(np.median(np.concatenate(first_in))) if first_in else None
+        ev["token_spread_block_input"] = _num(spread_in, 3) if spread_in is not None else None
+        out = []
+        f = o["growth_factor"]
+        if len(ratios) >= 2 and (all(r > f for r in ratios) or all(r < 1 / f for r in ratios)):
+            grows = ratios[0] > 1
+            out.append(self.finding(
+                "error",
+                f"Hidden-state norms {'grow' if grows else 'shrink'} geometrically with depth: every "
+                f"block multiplies the mean token norm by {min(ratios) if grows else max(ratios):.3g} "
+                f"or more{'' if grows else ' (less)'} (norms {ev['block_output_norms']}). The "
+                f"residual stream multiplies instead of adds: a missing residual or a misplaced norm.",
+                confidence=0.75, evidence=ev,
+                fix="Add each sub-layer's output to the residual stream (x = x + f(norm(x))) and keep "
+                    "the norm inside the branch (pre-LN) or after the sum (post-LN), then retrain.",
+                next_experiment="Print the hidden-state norm after each block for one input at "
+                                "initialisation: a healthy stack grows slowly, not by a factor per block."))
+        last = spreads[-1] if spreads else float("nan")
+        if spread_in is not None and np.isfinite(last) and last < o["collapse_tol"] <= spread_in / 10:
+            out.append(self.finding(
+                "error",
+                f"Token representations collapse with depth: after the last block the tokens of a "
+                f"sequence differ from their mean by {last:.3g} of their norm (block input: "
+                f"{spread_in:.3g}); every position carries nearly the same vector (rank collapse).",
+                confidence=0.8, evidence=ev,
+                fix="Restore the residual connections around attention and MLP (rank collapse is what "
+                    "attention without residuals does, Dong et al. 2021), then retrain.",
+                next_experiment="Compute the token spread after each block at initialisation and after "
+                                "the fix; it should stay well above 0."))
+        return out
+
+    @staticmethod
+    def _spread(x: torch.Tensor, m: torch.Tensor) -> np.ndarray:
+        out = []
+        for row, keep in zip(x, m):
+            t = row[keep]
+            if t.shape[0] >= 4:
+                out.append(float((t - t.mean(0)).norm() / max(float(t.norm()), 1e-12)))
+        return np.asarray(out, dtype=float)
