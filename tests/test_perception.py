@@ -300,7 +300,9 @@ def test_change_point_prefers_a_cliff_to_a_slope():
 
 def test_checks_are_registered_and_documented():
     codes = {c.code: c for c in all_checks()}
-    for cls in (BaselineLadder, LengthCliff, OrderBlind):
+    from degrade.checks.perception.p404_objective_mismatch import ObjectiveMismatch
+    from degrade.checks.perception.p406_composition_depth import CompositionDepth
+    for cls in (BaselineLadder, LengthCliff, OrderBlind, ObjectiveMismatch, CompositionDepth):
         assert codes[cls.code] is cls and issubclass(cls, Check)
         doc = cls.doc()
         for section in ("What it detects", "Why it matters", "Evidence used", "Fix", "Options"):
@@ -308,6 +310,7 @@ def test_checks_are_registered_and_documented():
         for opt in cls.options:
             assert opt in doc, (cls.code, opt)
     assert LengthCliff.publishes_axes and not BaselineLadder.publishes_axes
+    assert OrderBlind.publishes_axes and ObjectiveMismatch.publishes_axes and CompositionDepth.publishes_axes
 
 
 # ---- P403 ------------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ class OrderBlind(Check):
          data without it). I303's own reading of the data ("data_has_order_structure", which also
          covers copy/induction structure that n-grams miss) counts too.
     Readings: all three: error (confidence 0.75; 0.65 when only I303's data reading says the
-    data is ordered). 1 and 2 on data without order structure: info (no harm done). A model
+    data is ordered), axis "order" published to run.context["axes"]. 1 and 2 on data without order structure: info (no harm done). A model
     with a position mechanism: nothing (whether it is used is I303's question, at the
     instantiation layer).
 
@@ -143,6 +143,10 @@ class OrderBlind(Check):
 
     code, name, layer = "P403", "order-blind", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data"})
+    # On an error it publishes {"axis": "order", "code": "P403"}: R checks defer to it and P401's
+    # generic "worse than baselines" lets this specific reading lead. Publishers run after the
+    # outer layers' publishers, so I303's reading is still there to use.
+    publishes_axes = True
     options = {"blind_ratio": 0.05, "n_sequences": 64, "z": 2.0, "min_rel_gain": 0.02,
                "min_acc_gain": 0.02, "max_length": 512}
 
@@ -189,6 +193,8 @@ class OrderBlind(Check):
                 "info", f"The model has no position mechanism and is order-blind (r = {_num(ratio, 3)}), "
                         f"but no order structure was found in the data, so this costs nothing measurable.",
                 confidence=0.5, evidence=ev)]
+        run.context.setdefault("axes", []).append(
+            {"axis": "order", "code": self.code, "order_sensitivity": _num(ratio, 3)})
         why = data["summary"] if data.get("dependent") else (
             f"I303 found order structure in the data (order-aware count predictors beat order-blind "
             f"ones by {i303.get('data_order_gain')})")

@@ -1,0 +1,150 @@
+"""P406 composition-depth: a one-attention-layer model on data that needs a two-step lookup."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from degrade.check import Check, CheckSkipped
+from degrade.layers import Layer
+from degrade.probing.baselines import lm_ladder
+from degrade.probing.components import find_components
+from degrade.run.data import IGNORE_INDEX, Examples
+from degrade.run.load import CAUSAL_LM
+
+
+def _num(x: Any, digits: int = 4) -> float | None:
+    x = float(x)
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+
+
+def induction_guesses(examples: Examples, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each scored target of example i (label at t, predicted from input_ids[:t]): whether the
+    induction rule has a guess, and whether it is right. The rule: find the previous occurrence of
+    the current token input_ids[t-1] and predict the token that followed it. Applying it takes two
+    composed attention steps (Olsson et al. 2022, induction heads): one that writes each token's
+    predecessor into its position, and one that matches the current token against it."""
+    ids = examples.input_ids[i]
+    lab = examples.token_labels(i)
+    last: dict[int, int] = {}
+    has, right = [], []
+    for t in range(1, len(ids)):
+        cur = ids[t - 1]
+        if lab[t] != IGNORE_INDEX:
+            j = last.get(cur)
+            has.append(j is not None)
+            right.append(j is not None and ids[j + 1] == lab[t])
+        last[cur] = t - 1
+    return np.asarray(has, bool), np.asarray(right, bool)
+
+
+class CompositionDepth(Check):
+    """A model with one attention layer, on data whose targets need a two-step (induction) lookup.
+
+    What it detects: three things together, on the eval examples no longer than the longest
+    training sequence (longer ones are P402's question):
+      1. the model has exactly one attention layer (degrade.probing.components);
+      2. the data needs composition: the induction rule (predict the token that followed the
+         previous occurrence of the current token) is right on at least `min_rule_gain` more of
+         the scored targets than the best count baseline fitted on the train data (unigram..
+         trigram, P401's ladder), beyond `z` SE (paired per example);
+      3. the model does not follow it: its accuracy is at least `min_rule_gain` below the rule's,
+         beyond `z` SE.
+    Error (confidence 0.65), axis "composition" published to run.context["axes"] so that
+    reachability and capacity checks defer. A one-layer model that solves the task another way
+    (copying by position, as a 1-layer GPT-2 does on `x SEP x`) fails condition 3 and stays quiet.
+
+    Why it matters: one attention layer can match the current token against earlier tokens, but
+    not against what *preceded* them: that information reaches a position only through an earlier
+    attention layer. An induction / associative-recall / multi-hop task is out of reach for one
+    layer however long it trains or however wide it is (Olsson et al. 2022, "In-context learning
+    and induction heads": induction heads need two composed layers); the hypothesis "one layer of
+    attention is enough" is wrong for this data.
+
+    Evidence used: the model's modules, its per-example eval scores, the eval data (for the rule)
+    and the train data (for the baselines and the trained length). Evidence: the attention layers
+    found, the rule's, the best baseline's and the model's accuracy on rule-predictable examples,
+    the paired gains and their SEs.
+
+    Fix: add a second attention layer (or more) and retrain.
+
+    Options:
+      min_rule_gain (0.3): accuracy (absolute) by which the rule must beat the baselines and the
+        model must fall short of the rule: a third of the targets is a structural difference, not
+        noise or a slightly under-trained model.
+      min_share (0.5): share of the scored targets the rule must have a guess for.
+      z (2.0): standard errors a paired difference must exceed.
+      min_examples (20): fewer usable eval examples: skipped.
+    """
+
+    code, name, layer = "P406", "composition-depth", Layer.PERCEPTION
+    needs = frozenset({"model", "eval_data", "train_data", "causal_lm"})
+    publishes_axes = True
+    options = {"min_rule_gain": 0.3, "min_share": 0.5, "z": 2.0, "min_examples": 20}
+
+    def run(self, run):
+        o = self.opts
+        model = run.model()
+        if model.task != CAUSAL_LM:
+            raise CheckSkipped("only causal LMs are examined")
+        layers = find_components(model.module).attention
+        if len(layers) != 1:
+            return []
+        train, eval_ = run.train_data, run.eval_data
+        scores = run.eval_scores()
+        max_len = max(train.lengths)
+        keep = (scores.lengths <= max_len) & (scores.n_targets > 0)
+        has_share, rule = np.zeros(scores.n), np.zeros(scores.n)
+        for k, i in enumerate(scores.indices):
+            has, right = induction_guesses(eval_, int(i))
+            if has.size:
+                has_share[k], rule[k] = has.mean(), right.mean()
+        share = float((has_share * scores.n_targets)[keep].sum() / max(scores.n_targets[keep].sum(), 1))
+        ev: dict[str, Any] = {"attention_layers": [a.module_name for a in layers],
+                              "targets_with_rule_guess": _num(share, 3)}
+        if share < o["min_share"]:
+            return []
+        use = keep & (has_share > 0)
+        if int(use.sum()) < o["min_examples"]:
+            raise CheckSkipped(f"{int(use.sum())} eval examples with induction guesses; "
+                               f"at least {o['min_examples']} needed")
+        rungs = lm_ladder(train, eval_, scores.indices, max_train_examples=run.budget.max_train_examples,
+                          seed=run.options.seed)
+        if not rungs:
+            raise CheckSkipped("no baselines could be fitted on the train data")
+        best = max(rungs, key=lambda r: float(r.correct[use].mean()))
+        r, b, m = rule[use], best.correct[use], scores.correct[use]
+        need, need_se = self._paired(r, b)
+        short, short_se = self._paired(r, m)
+        ev.update({"examples": int(use.sum()), "rule_accuracy": _num(r.mean()),
+                   "best_baseline": best.name, "baseline_accuracy": _num(b.mean()),
+                   "model_accuracy": _num(m.mean()), "rule_minus_baseline": _num(need),
+                   "rule_minus_baseline_se": _num(need_se), "rule_minus_model": _num(short),
+                   "rule_minus_model_se": _num(short_se)})
+        needed = need >= o["min_rule_gain"] and need > o["z"] * need_se
+        fails = short >= o["min_rule_gain"] and short > o["z"] * short_se
+        if not (needed and fails):
+            return []
+        run.context.setdefault("axes", []).append(
+            {"axis": "composition", "code": self.code, "rule_accuracy": _num(r.mean(), 3),
+             "model_accuracy": _num(m.mean(), 3)})
+        return [self.finding(
+            "error",
+            f"The model has one attention layer, and the data's targets need a two-step lookup: "
+            f"predicting the token that followed the previous occurrence of the current token is "
+            f"right {_num(r.mean(), 3)} of the time (a {best.name} fitted on the train data: "
+            f"{_num(b.mean(), 3)}), the model only {_num(m.mean(), 3)}. One layer cannot compose "
+            f"the two attention steps this needs (induction heads); the hypothesis that one layer "
+            f"of attention is enough is wrong for this data.",
+            confidence=0.65, evidence=ev,
+            fix="Add a second attention layer (keep the width) and retrain.",
+            next_experiment="Train the same model with 2 layers for the same steps and compare the "
+                            "eval accuracy on these targets with the rule's.")]
+
+    @staticmethod
+    def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+        d = a - b
+        if d.size < 2:
+            return float(d.mean()) if d.size else 0.0, float("inf")
+        return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))

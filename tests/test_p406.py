@@ -1,0 +1,81 @@
+"""P406 composition-depth: one attention layer on associative recall (`k1 v1 .. kn vn SEP kq vq`),
+where the answer needs an induction step (match kq, read the token after the match)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from degrade.bench.tasks import IGNORE, modular_addition_rows
+from degrade.bench.train import tiny_gpt2, write_jsonl
+from degrade.checks.perception.p406_composition_depth import CompositionDepth, induction_guesses
+from degrade.run import RunOptions, open_run
+from degrade.run.data import Examples
+from degrade.suite import run_one
+
+
+def recall_rows(n: int, seed: int, keys: int = 8, values: int = 8) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        m = int(rng.integers(3, 5))
+        ks, vs = rng.choice(keys, size=m, replace=False), rng.integers(keys, keys + values, size=m)
+        q = int(rng.integers(m))
+        ids = [int(t) for kv in zip(ks, vs) for t in kv] + [keys + values, int(ks[q]), int(vs[q])]
+        rows.append({"input_ids": ids, "labels": [IGNORE] * (len(ids) - 1) + [int(vs[q])]})
+    return rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("p406")
+    data = {"recall_train": write_jsonl(recall_rows(300, 0), base / "recall_train.jsonl"),
+            "recall_eval": write_jsonl(recall_rows(100, 1), base / "recall_eval.jsonl")}
+    train, evals = modular_addition_rows(p=11, train_fraction=0.7)
+    data["modadd_train"] = write_jsonl(train, base / "modadd_train.jsonl")
+    data["modadd_eval"] = write_jsonl(evals, base / "modadd_eval.jsonl")
+    for layers in (1, 2):  # untrained: they cannot follow the rule, but only depth 1 is the reason
+        tiny_gpt2(17, n_layer=layers, n_embd=32, n_head=2, n_positions=32).save_pretrained(base / f"l{layers}")
+    return base, data
+
+
+def _check(runs, model, task):
+    base, data = runs
+    run = open_run(base / model, RunOptions(train_data=str(data[f"{task}_train"]),
+                                            eval_data=str(data[f"{task}_eval"])))
+    return run, run_one(run, CompositionDepth, {})
+
+
+def test_one_layer_on_recall_is_an_error(runs):
+    run, r = _check(runs, "l1", "recall")
+    (f,) = r.findings
+    assert f.severity.value == "error" and f.layer.value == "perception"
+    assert f.evidence["rule_accuracy"] == 1.0 and f.evidence["baseline_accuracy"] < 0.5
+    assert f.evidence["model_accuracy"] < 0.5
+    assert any(a["axis"] == "composition" for a in run.context["axes"])
+
+
+def test_two_layers_are_not_this_checks_question(runs):
+    _, r = _check(runs, "l2", "recall")
+    assert r.status == "ran" and r.findings == []
+
+
+def test_one_layer_on_data_without_lookups_is_quiet(runs):
+    _, r = _check(runs, "l1", "modadd")
+    assert r.status == "ran" and r.findings == []
+
+
+def test_induction_rule():
+    ex = Examples(None, [[3, 9, 4, 7, 16, 4, 7]], [[IGNORE] * 6 + [7]])
+    has, right = induction_guesses(ex, 0)
+    assert has.tolist() == [True] and right.tolist() == [True]  # 4 was followed by 7
+    ex2 = Examples(None, [[3, 9, 4, 7, 16, 5, 7]], [[IGNORE] * 6 + [7]])
+    assert induction_guesses(ex2, 0)[0].tolist() == [False]  # 5 never occurred before
