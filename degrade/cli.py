@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from degrade.demo import DEFAULT_FAULT, FAULTS
 from degrade.errors import InputError
 
 FORMATS = ("console", "json", "markdown", "html")
@@ -53,7 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("demo", help="train a tiny model with a known fault, diagnose it, write the HTML report")
     m.add_argument("--output-dir", default="degrade-demo", help="where the demo run and report go")
-    m.add_argument("--fault", default="early-stop", help="which fault to inject (see degrade/demo)")
+    m.add_argument("--fault", default=DEFAULT_FAULT, help=f"which fault to inject: {', '.join(FAULTS)}")
+
+    from degrade.bench.cli import add_parser as add_bench_parser
+    add_bench_parser(sub)
+
+    k = sub.add_parser("compare", help="parameter diff of two runs, and whether their metric "
+                       "difference exceeds seed and evaluation noise")
+    k.add_argument("run_a")
+    k.add_argument("run_b")
+    k.add_argument("--format", choices=("text", "json"), default="text")
+    k.add_argument("--output", "-o", help="write the result here instead of stdout")
     return p
 
 
@@ -71,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"diagnose": _diagnose, "checks": _checks, "report": _report, "demo": _demo}[args.command](args)
+        return {"diagnose": _diagnose, "checks": _checks, "report": _report, "demo": _demo, "bench": _bench,
+                "compare": _compare}[args.command](args)
     except InputError as e:
         print(f"degrade: error: {e}", file=sys.stderr)
         return 2
@@ -138,6 +150,26 @@ def _report(args) -> int:
     d = load_diagnosis(Path(args.json_file))
     _emit(d, args.format, args.output)
     return 0
+
+
+def _compare(args) -> int:
+    """Exit 0 with the comparison; 2 on bad input (the shared InputError handler)."""
+    import json
+
+    from degrade.compare import compare
+    from degrade.report.compare_text import render
+    c = compare(args.run_a, args.run_b)
+    text = json.dumps(c.to_dict(), indent=2, default=str) + "\n" if args.format == "json" else render(c)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _bench(args) -> int:
+    from degrade.bench.cli import main as bench_main
+    return bench_main(args)
 
 
 def _demo(args) -> int:

@@ -80,7 +80,7 @@ def test_select_prefix(early, tmp_path):
 
 
 def test_select_and_ignore(early, tmp_path):
-    r, doc = diagnose_json(early, tmp_path, "--select", "R2,O102", "--ignore", "R201,R203")
+    r, doc = diagnose_json(early, tmp_path, "--select", "R201,R202,R203,O102", "--ignore", "R201,R203")
     assert r.code in (0, 1), r.stderr
     ran = {c["code"] for c in doc["checks"]}
     assert ran == {"R202", "O102"}

@@ -29,6 +29,7 @@ class CaseOutcome:
     why: str = ""
     headline: str = ""
     error: str = ""  # degrade itself failed on this case
+    build_seconds: float = 0.0  # training time when built in this bench run, 0.0 when cached
 
     @property
     def layer_hit(self) -> bool:
@@ -52,6 +53,8 @@ class Scorecard:
     median_seconds: float
     max_seconds: float
     cases: list[dict[str, Any]] = field(default_factory=list)
+    build_seconds: float = 0.0  # total training time of the cases built in this run (not cached)
+    n_errors: int = 0  # cases degrade (or their build) crashed on
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +89,8 @@ def score(outcomes: list[CaseOutcome]) -> Scorecard:
         median_seconds=float(np.median(seconds)),
         max_seconds=float(max(seconds)),
         cases=[{**asdict(o), "layer_hit": o.layer_hit, "code_hit": o.code_hit} for o in outcomes],
+        build_seconds=round(sum(o.build_seconds for o in outcomes), 2),
+        n_errors=sum(o.predicted_layer == "error" for o in outcomes),
     )
 
 
