@@ -98,7 +98,7 @@ PYPROJECT = """
 name = "someone-elses-project"
 
 [tool.degrade]
-select = ["R"]
+select = ["R201", "R202", "R203"]
 ignore = ["R203"]
 
 [tool.degrade.options.R201]
@@ -108,7 +108,7 @@ min_drop_fraction = 100.0
 
 
 def test_pyproject_config(early, tmp_path, monkeypatch):
-    baseline, doc0 = diagnose_json(early, tmp_path, "--select", "R", "--ignore", "R203")
+    baseline, doc0 = diagnose_json(early, tmp_path, "--select", "R201,R202")
     assert baseline.code == 1 and doc0["verdict"]["layer"] == "reachability"
     project = tmp_path / "project"
     (project / "sub").mkdir(parents=True)
