@@ -280,40 +280,24 @@ def _write_data(folder: Path, train: list[dict], evals: list[dict]) -> None:
 def _train_hf(folder: Path, model, train: list[dict], evals: list[dict], r: dict[str, Any],
               on_step) -> dict[str, Any]:
     from degrade.bench.train import train_hf
-    with _trainer_progress(on_step):
-        train_hf(folder / "run", model, train, evals, max_steps=r["max_steps"], lr=r["lr"],
-                 batch_size=r["batch_size"], weight_decay=r["weight_decay"],
-                 warmup_steps=r["warmup_steps"], eval_steps=r["eval_steps"],
-                 logging_steps=r["logging_steps"], seed=0,
-                 lr_scheduler_type=r.get("scheduler", "linear"))
+    train_hf(folder / "run", model, train, evals, max_steps=r["max_steps"], lr=r["lr"],
+             batch_size=r["batch_size"], weight_decay=r["weight_decay"],
+             warmup_steps=r["warmup_steps"], eval_steps=r["eval_steps"],
+             logging_steps=r["logging_steps"], seed=0,
+             lr_scheduler_type=r.get("scheduler", "linear"), callbacks=_step_callbacks(on_step))
     return _final_eval(folder / "run")
 
 
-@contextlib.contextmanager
-def _trainer_progress(on_step: Callable[[int, int], None] | None) -> Iterator[None]:
-    """Report the Trainer's steps to on_step. train_hf builds its Trainer itself and takes no
-    callbacks, so for the call transformers.Trainer is a subclass that adds one."""
+def _step_callbacks(on_step: Callable[[int, int], None] | None) -> list | None:
+    """A Trainer callback reporting each step to on_step (for a progress display)."""
     if on_step is None:
-        yield
-        return
+        return None
     import transformers
 
     class StepCallback(transformers.TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
             on_step(state.global_step, state.max_steps)
-
-    original = transformers.Trainer
-
-    class ReportingTrainer(original):
-        def __init__(self, *a, **kw):
-            kw["callbacks"] = list(kw.get("callbacks") or []) + [StepCallback()]
-            super().__init__(*a, **kw)
-
-    transformers.Trainer = ReportingTrainer
-    try:
-        yield
-    finally:
-        transformers.Trainer = original
+    return [StepCallback()]
 
 
 def _final_eval(run_dir: Path) -> dict[str, Any]:

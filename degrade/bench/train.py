@@ -70,8 +70,10 @@ def train_hf(out_dir: Path, model: torch.nn.Module, train_rows: list[dict], eval
              *, max_steps: int = 500, lr: float = 3e-3, batch_size: int = 64, weight_decay: float = 0.01,
              warmup_steps: int = 20, eval_steps: int = 50, save_steps: int | None = None,
              logging_steps: int = 10, seed: int = 0, save_final: bool = True,
+             trainer_class: type | None = None, callbacks: list | None = None,
              **extra: Any) -> Path:
-    """Train with transformers.Trainer; returns out_dir. Extra kwargs go to TrainingArguments."""
+    """Train with transformers.Trainer (or the user's `trainer_class` subclass, with `callbacks`);
+    returns out_dir. Extra kwargs go to TrainingArguments."""
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments, set_seed
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -86,9 +88,10 @@ def train_hf(out_dir: Path, model: torch.nn.Module, train_rows: list[dict], eval
         save_steps=save_steps or max_steps, save_total_limit=None, report_to="none", use_cpu=True,
         disable_tqdm=True, seed=seed, data_seed=seed, remove_unused_columns=False,
         dataloader_num_workers=0, log_level="error", **extra)
-    trainer = Trainer(model=model, args=args, data_collator=Collator(),
-                      train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows),
-                      compute_metrics=compute, preprocess_logits_for_metrics=preprocess)
+    trainer = (trainer_class or Trainer)(
+        model=model, args=args, data_collator=Collator(), train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows), compute_metrics=compute,
+        preprocess_logits_for_metrics=preprocess, callbacks=callbacks)
     trainer.train()
     if save_final:
         trainer.save_model(str(out_dir))

@@ -51,41 +51,29 @@ def _tiny_eval_order(folder: Path) -> Built:
                   eval_steps=20, logging_steps=5, seed=7, weight_decay=0.01, lr_scheduler_type="linear")
 
 
-# ---- O101: an "MC-dropout" callback leaves the model in train mode during evaluation ----------
+# ---- O101: an "MC-dropout" Trainer subclass evaluates in train mode -------------------------------
 def _dropout_eval_copy(folder: Path) -> Built:
-    from transformers import TrainerCallback
-
     from degrade.bench.train import tiny_gpt2
-
-    class MCDropoutCallback(TrainerCallback):
-        """Meant to sample predictive uncertainty at test time; switches dropout on for every
-        evaluation batch after the first (the Trainer calls model.eval() only once per eval)."""
-
-        def on_prediction_step(self, args, state, control, model=None, **kwargs):
-            if model is not None:
-                model.train()
 
     import torch
     import transformers
 
-    class TrainerWithCallbacks(transformers.Trainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.add_callback(MCDropoutCallback())
+    class MCDropoutTrainer(transformers.Trainer):
+        """The user's Trainer subclass, meant to sample predictive uncertainty at test time
+        ("MC dropout"): it switches dropout on for every evaluation batch."""
+
+        def prediction_step(self, model, *args, **kwargs):
+            model.train()
+            return super().prediction_step(model, *args, **kwargs)
 
     train, evals = copy_data(6000, 512, vocab=16, train_k=(4, 8), seed=11)
     config = tiny_gpt2(17, n_layer=2, n_embd=64, seed=11).config
     config.resid_pdrop = config.embd_pdrop = config.attn_pdrop = 0.3
     torch.manual_seed(11)
     model = transformers.GPT2LMHeadModel(config)
-    plain = transformers.Trainer
-    transformers.Trainer = TrainerWithCallbacks  # the user's training script's own Trainer
-    try:
-        return hf_run(folder, model, train, evals, max_steps=200, lr=3e-3, batch_size=256,
-                      warmup_steps=20, eval_steps=40, logging_steps=5, seed=11, weight_decay=0.01,
-                      lr_scheduler_type="linear")
-    finally:
-        transformers.Trainer = plain
+    return hf_run(folder, model, train, evals, max_steps=200, lr=3e-3, batch_size=256,
+                  warmup_steps=20, eval_steps=40, logging_steps=5, seed=11, weight_decay=0.01,
+                  lr_scheduler_type="linear", trainer_class=MCDropoutTrainer)
 
 
 # ---- O104: 15% of the eval labels flipped by a noisy annotation pass ------------------------------
