@@ -148,3 +148,18 @@ def vocab_problem(run, examples: Examples) -> str | None:
     if top >= vocab:
         return f"the eval data holds token id {top}, outside the model's vocabulary of {vocab}"
     return None
+
+
+def scored_eval_targets(run, minimum: int = 20) -> Targets:
+    """eval_targets for a check: unusable inputs or too few scored targets raise CheckSkipped."""
+    from degrade.check import CheckSkipped
+    from degrade.errors import InputError
+    if (why := vocab_problem(run, run.eval_data)) is not None:
+        raise CheckSkipped(why + ": not scored")
+    try:
+        t = eval_targets(run)
+    except InputError as e:
+        raise CheckSkipped(f"the model could not be scored: {e}") from None
+    if t.m < minimum:
+        raise CheckSkipped(f"{t.m} scored eval targets; at least {minimum} are needed")
+    return t

@@ -5,12 +5,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from degrade.check import Check, CheckSkipped
+from degrade.check import Check
 from degrade.checks.observation._remap import best_remap
 from degrade.checks.observation._stats import num, wilson
-from degrade.errors import InputError
 from degrade.layers import Layer
-from degrade.probing.targets import Targets, eval_targets, target_predictions, vocab_problem
+from degrade.probing.targets import Targets, scored_eval_targets, target_predictions, vocab_problem
 
 if TYPE_CHECKING:
     from degrade.run.run import Run
@@ -130,14 +129,7 @@ class EvalLabelErrors(Check):
 
     def run(self, run: "Run") -> list:
         ev = run.eval_data
-        if (why := vocab_problem(run, ev)) is not None:
-            raise CheckSkipped(why + ": not scored")
-        try:
-            t = eval_targets(run)
-        except InputError as e:
-            raise CheckSkipped(f"the model could not be scored: {e}") from None
-        if t.m < 20:
-            raise CheckSkipped(f"{t.m} scored eval targets; at least 20 are needed")
+        t = scored_eval_targets(run)
         suspect, confident, thresholds = confident_learning(t)
         # A label training never had, or an input holding tokens training never saw, is O105's /
         # O106's finding (the eval asks for something else), not label noise: left out.
