@@ -388,4 +388,4 @@ def split_examples(examples: Examples, indices) -> Examples:
     idx = [int(i) for i in indices]
     pick = (lambda xs: [xs[i] for i in idx] if xs is not None else None)
     return Examples(examples.path, pick(examples.input_ids), pick(examples.labels), pick(examples.label),
-                    pick(examples.text), examples.fingerprint)
+                    pick(examples.text), pick(examples.group), fingerprint=examples.fingerprint)

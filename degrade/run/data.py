@@ -2,7 +2,9 @@
 
 Columns: `input_ids` (+ optional `labels`, -100 ignored, aligned with input_ids as in Hugging Face
 causal LMs: the model shifts them) or `text` (tokenised with the run's tokenizer) for causal LMs;
-the same plus an integer `label` for sequence classification.
+the same plus an integer `label` for sequence classification. An optional `group` column (alias
+`source` or `doc_id`) names the unit examples were sampled by (several questions from one document,
+several prompts from one template): O102 then clusters its standard errors on it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from degrade.errors import InputError
 from degrade.run.files import LFS_MAGIC, read_json, read_jsonl
 
 IGNORE_INDEX = -100
+GROUP_COLUMNS = ("group", "source", "doc_id")  # first one present names each example's cluster
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Examples:
     labels: list[list[int]] | None = None  # causal LM targets, aligned with input_ids
     label: list[int] | None = None  # sequence-classification targets
     text: list[str] | None = None  # the raw text, when the data came as text
+    group: list[str] | None = None  # the sampling unit (document, template) of each example
     fingerprint: str = ""
 
     def __len__(self) -> int:
@@ -66,7 +70,10 @@ def load_examples(path: Path, tokenizer: Callable | None = None) -> Examples:
             break
     if labels is not None and any(len(a) != len(b) for a, b in zip(labels, input_ids)):
         raise InputError(path, "has labels whose length differs from input_ids")
-    return Examples(Path(path), input_ids, labels, label, text, _fingerprint(input_ids, labels, label))
+    group_col = next((c for c in GROUP_COLUMNS if c in cols), None)
+    group = [str(r[group_col]) for r in rows] if group_col else None
+    return Examples(Path(path), input_ids, labels, label, text, group,
+                    _fingerprint(input_ids, labels, label))
 
 
 def _read_rows(path: Path) -> list[dict]:
