@@ -6,6 +6,14 @@
     with y_i, t_i the per-example sums. Tokens of one example are not independent draws, so the
     SE is clustered on the example (Miller 2024, "Adding Error Bars to Evals", §2.2): the
     linearised (delta-method) ratio SE, sqrt(n/(n-1) * sum((y_i - R t_i)^2)) / sum(t_i).
+- Clusters: when examples share a sampling unit (several questions about one document), the
+  examples are not independent draws either. `cluster_sums` aggregates per-example sums and counts
+  per cluster; passing them to `ratio_se` / `paired_ratio_se` gives the cluster-robust
+  (Liang-Zeger sandwich) SE, with the G/(G-1) small-sample factor (Miller 2024 §2.2: cluster on
+  the sampled unit). With one example per cluster it is the per-example SE exactly.
+  `cluster_bootstrap_se` resamples whole clusters. A random sample of the examples breaks the
+  clusters up, so its design effect is smaller than the full set's: `full_design_effect`
+  extrapolates it with Kish's deff = 1 + (m - 1) * rho.
 - Scaling an SE measured on a sample of n to the full set of N (`to_full`) and the finite-
   population correction for comparing a sample's mean with the full set's (`fpc`).
 - Wilson intervals for proportions (better than the normal interval at small n or extreme p).
@@ -143,11 +151,62 @@ def mde(se_diff: float) -> float:
 def bootstrap_se(stat: Callable[[np.ndarray], float], n: int, resamples: int, seed: int) -> tuple[float, float, float]:
     """(SE, 2.5% and 97.5% quantiles) of stat(idx) over `resamples` bootstrap index draws."""
     rng = np.random.default_rng(seed)
-    vals = np.array([stat(rng.integers(0, n, size=n)) for _ in range(resamples)], dtype=float)
+    return _bootstrap(stat, lambda: rng.integers(0, n, size=n), resamples)
+
+
+def cluster_bootstrap_se(stat: Callable[[np.ndarray], float], groups: Any, resamples: int,
+                         seed: int) -> tuple[float, float, float]:
+    """bootstrap_se resampling whole clusters: each draw picks as many clusters as there are,
+    with replacement, and passes stat the indices of all their members (so draws vary in size)."""
+    _, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    inv = inv.ravel()
+    order = np.argsort(inv, kind="stable")  # members of cluster 0, then of cluster 1, ...
+    sizes = np.bincount(inv)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng(seed)
+
+    def draw() -> np.ndarray:
+        c = rng.integers(0, sizes.size, size=sizes.size)
+        lens = sizes[c]
+        within = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        return order[np.repeat(starts[c], lens) + within]
+    return _bootstrap(stat, draw, resamples)
+
+
+def _bootstrap(stat: Callable[[np.ndarray], float], draw: Callable[[], np.ndarray],
+               resamples: int) -> tuple[float, float, float]:
+    vals = np.array([stat(draw()) for _ in range(resamples)], dtype=float)
     vals = vals[np.isfinite(vals)]
     if vals.size < 2:
         return float("nan"), float("nan"), float("nan")
     return float(vals.std(ddof=1)), float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))
+
+
+# ---- clusters -------------------------------------------------------------------------------
+def cluster_sums(groups: Any, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-cluster sums of each per-example column, one group label per example (clusters in the
+    sorted order of their labels). ratio_se(*cluster_sums(g, sums, counts)) is the cluster-robust
+    SE of the pooled mean; for a mean over examples pass counts of 1."""
+    _, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    return tuple(np.bincount(inv.ravel(), weights=np.asarray(c, float)) for c in columns)
+
+
+def kish_cluster_size(groups: Any) -> float:
+    """sum(m_g^2) / sum(m_g): the cluster size m in Kish's design effect 1 + (m - 1) * rho when
+    clusters have unequal sizes m_g (1 when every example is its own cluster)."""
+    m = np.unique(np.asarray(groups).astype(str), return_counts=True)[1].astype(float)
+    return float((m ** 2).sum() / m.sum()) if m.size else float("nan")
+
+
+def full_design_effect(deff_sample: float, m_sample: float, m_full: float) -> float | None:
+    """The design effect of the full set, from that of a uniform sample of its examples: the
+    intra-cluster correlation rho = (deff - 1) / (m - 1) of the sample (clipped to [0, 1]), put
+    back into 1 + (m - 1) * rho with the full set's cluster size. None when the sample holds no
+    two examples of one cluster (rho is then not estimable)."""
+    if not math.isfinite(deff_sample) or m_sample <= 1 + 1e-9:
+        return None
+    rho = min(1.0, max(0.0, (deff_sample - 1.0) / (m_sample - 1.0)))
+    return 1.0 + (m_full - 1.0) * rho
 
 
 # ---- eval-set size from a history -------------------------------------------------------------

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from degrade.check import Check
+from degrade.checks.observation._clusters import Clusters
 from degrade.checks.observation._stats import (
-    MDE_FACTOR, Z95, binomial_se, bootstrap_se, eval_size_from_records, lower_is_better, mde,
-    mean_se, metric_kind, num, paired_ratio_se, ratio_se, to_full, wilson, z_test,
+    MDE_FACTOR, Z95, binomial_se, bootstrap_se, cluster_bootstrap_se, eval_size_from_records,
+    lower_is_better, mde, metric_kind, num, paired_ratio_se, ratio_se, to_full, wilson, z_test,
 )
 from degrade.errors import InputError
 from degrade.layers import Layer
@@ -39,10 +40,14 @@ class MetricBar:
     hi: float
     how: str
     se_at: dict[float, float] = field(default_factory=dict)  # step -> SE of that record's value
+    clusters: dict[str, Any] | None = None  # clustered SE: clusters, design effect, naive SE
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "value": num(self.value, 6), "se": num(self.se, 3),
-                "ci95": [num(self.lo, 5), num(self.hi, 5)], "how": self.how}
+        out = {"step": self.step, "value": num(self.value, 6), "se": num(self.se, 3),
+               "ci95": [num(self.lo, 5), num(self.hi, 5)], "how": self.how}
+        if self.clusters is not None:
+            out["clusters"] = self.clusters
+        return out
 
 
 class ErrorBars(Check):
@@ -61,13 +66,26 @@ class ErrorBars(Check):
     Evidence used: (a) with the model and eval data: per-example scores of the chosen checkpoint:
     closed-form SE for means (s/sqrt(n)), clustered on examples for token-pooled metrics (Miller
     2024 §2.2), bootstrap (--budget resamples) for f1/precision/recall; a best-vs-last comparison
-    on the paired per-example differences when both checkpoints can be scored. (b) From the history
+    on the paired per-example differences when both checkpoints can be scored. Clusters: when the
+    eval data has a group column (group, source or doc_id: the unit examples were sampled by, e.g.
+    several questions about one document) with more than one example per group on average, the
+    examples are not independent and every SE is clustered on the groups (Miller 2024 §2.2; the
+    Liang-Zeger sandwich: per-group sums of the numerators and denominators put into the same
+    ratio formula, G/(G-1) small-sample factor), for the loss, accuracy and the paired best-vs-last
+    difference; f1/precision/recall bootstrap whole groups. The evidence gives the number of
+    clusters, the design effect (clustered / naive variance) and the naive SE; the MDE and CIs use
+    the clustered SE (a classifier's Wilson CI on the effective n = n / design effect). A budgeted
+    sample of the examples breaks groups up, so its design effect is extrapolated to the full set's
+    cluster size (Kish: 1 + (m - 1) * rho). (b) From the history
     alone: n = eval_runtime x eval_samples_per_second (an estimate; refined when logged accuracies
     are k/n fractions) and SE = sqrt(p(1-p)/n) for accuracy-like metrics in [0,1] (for token-level
     accuracies this treats examples as the unit: conservative); comparisons between records are
     then unpaired (conservative: positively correlated checkpoints have a smaller paired SE), and
     an error needs the difference to be insignificant even under an assumed paired correlation of
-    0.5. The loss has no SE from the history alone (its per-example spread is not logged).
+    0.5. The loss has no SE from the history alone (its per-example spread is not logged). The
+    history cannot know the groups: when grouped eval data is given but the model is unavailable,
+    the evidence says that the SE assumes independent examples and is optimistic by the (unknown)
+    design effect.
     Fix: evaluate on more examples (the MDE shrinks as 1/sqrt(n); Miller 2024: ~4,400 items to
     detect 3 points at 50% accuracy unpaired, about half that paired), report CIs, and select
     checkpoints only on differences beyond the MDE (or by a paired test).
@@ -81,15 +99,22 @@ class ErrorBars(Check):
       mde_warn (0.05): warn when the unpaired MDE (alpha=0.05, power 0.8: 2.8*SE*sqrt(2)) of an
         accuracy-like metric exceeds 5 points: the eval cannot detect differences most training
         changes produce (Miller 2024: 3 points needs ~4,400 items at p=0.5).
+      min_clusters (30): with fewer clusters the clustered SE is flagged as unreliable. A
+        cluster-robust SE is biased down when clusters are few, and the test built on it
+        over-rejects; Cameron & Miller (2015, "A Practitioner's Guide to Cluster-Robust
+        Inference") put "few" anywhere from below 20 to below 50 clusters depending on how
+        balanced they are; 30 is the middle of that range (below it, read the error bars as lower
+        bounds).
     """
 
     code, name, layer = "O102", "error-bars", Layer.OBSERVATION
     needs = frozenset({"eval_logged"})
-    options = {"min_examples": 100, "max_ci_halfwidth": 0.05, "mde_warn": 0.05}
+    options = {"min_examples": 100, "max_ci_halfwidth": 0.05, "mde_warn": 0.05, "min_clusters": 30}
 
     def run(self, run: "Run") -> list:
         h = run.history
         scores, n_data, why_no_scores = self._scores(run)
+        clusters = self._clusters(run)
         main = h.main_eval_set()
         picked = self._picked(run)
         per_set: dict[str, dict[str, Any]] = {}
@@ -114,7 +139,7 @@ class ErrorBars(Check):
             ref = self._reference_record(run, recs) if use_scores else recs[-1]
             bars: dict[str, MetricBar] = {}
             for key in keys:
-                bar = (self._bar_from_scores(run, scores, key, ref, recs, n_data)
+                bar = (self._bar_from_scores(run, scores, key, ref, recs, n_data, clusters)
                        if use_scores else None)
                 if bar is None and n is not None and metric_kind(key) != "loss":
                     bar = self._bar_from_history(key, ref, recs, n, n_how)
@@ -128,13 +153,20 @@ class ErrorBars(Check):
                 entry["no_error_bar"] = {k: ("the loss's per-example spread is not in the history; "
                                              "pass --eval-data with a checkpoint" if metric_kind(k) == "loss"
                                              else "the eval-set size is unknown") for k in missing}
+            if clusters is not None and set_name == main:
+                entry["clusters"] = clusters.summary()
+                if not use_scores:
+                    entry["clusters"]["note"] = (
+                        "the eval data groups its examples into clusters, but without per-example "
+                        "scores the SE assumes independent examples: it is optimistic by the design "
+                        "effect (sqrt(design effect) on the SE; unknown without the model's scores)")
             main_key = self._main_metric(bars)
             if main_key is not None:
                 b = bars[main_key]
                 entry["main_metric"] = main_key
                 entry["mde_unpaired"] = num(mde(b.se * math.sqrt(2)), 3)
             entry["decision"] = self._decision(run, set_name, recs, bars, picked, scores, n_data,
-                                               use_scores)
+                                               use_scores, clusters)
             per_set[eval_set_label(set_name)] = entry
         if why_no_scores:
             for e in per_set.values():
@@ -153,6 +185,15 @@ class ErrorBars(Check):
             return run.eval_scores(), len(run.eval_data), None
         except InputError as e:  # the model exists but cannot be loaded: history route instead
             return None, 0, str(e)
+
+    def _clusters(self, run: "Run") -> Clusters | None:
+        """The eval data's clusters, when it has a group column and more than one example per
+        cluster on average (otherwise the per-example SE is already the clustered one)."""
+        data = run.eval_data
+        groups = getattr(data, "group", None) if data is not None else None
+        if not groups or len(set(groups)) >= len(groups):
+            return None
+        return Clusters(np.asarray(groups, dtype=str), int(self.opts["min_clusters"]))
 
     @staticmethod
     def _reference_record(run: "Run", recs: list[dict]) -> dict:
@@ -204,56 +245,66 @@ class ErrorBars(Check):
         return MetricBar(key, kind, ref["step"], p, binomial_se(p, n), lo, hi, how, se_at)
 
     def _bar_from_scores(self, run: "Run", s: "Scores", key: str, ref: dict, recs: list[dict],
-                         n_full: int) -> MetricBar | None:
+                         n_full: int, cl: Clusters | None = None) -> MetricBar | None:
         if not isinstance(ref.get(key), (int, float)):
             return None
         value = float(ref[key])
         kind = metric_kind(key)
         cls = run.task == SEQ_CLS
         sampled = f"{s.n} of {n_full} examples scored" if s.n < n_full else f"all {n_full} examples scored"
-        if kind == "loss":
-            if cls:
-                _, se = mean_se(s.loss)
-                how = "s/sqrt(n) of per-example cross-entropy"
+        ev = None
+        if kind in ("loss", "proportion"):
+            # A mean over examples is the ratio estimator with counts of 1 (classification:
+            # n_targets == 1), so one formula serves means, token-pooled ratios and clusters.
+            per_example = s.loss if kind == "loss" else s.correct
+            cols = (per_example * s.n_targets, s.n_targets)
+            if cl is None:
+                est, se = ratio_se(*cols)
+                se = to_full(se, s.n, n_full)
             else:
-                _, se = ratio_se(s.loss * s.n_targets, s.n_targets)
-                how = "token-pooled mean, SE clustered on examples (delta method)"
-            se = to_full(se, s.n, n_full)
+                est, se, ev = cl.closed_form(ratio_se, cols, s.indices, n_full)
+        if kind == "loss":
+            how = ("s/sqrt(n) of per-example cross-entropy" if cls else "token-pooled mean (delta method)"
+                   + ("" if ev else ", SE clustered on examples"))
             se_at = {r["step"]: se for r in recs if "loss" in r}
-            how += f"; {sampled}; other records assume the same per-example spread"
+            how += (cl.how(ev) if ev else "") + f"; {sampled}; other records assume the same per-example spread"
             return MetricBar(key, kind, ref["step"], value, se, value - Z95 * se, value + Z95 * se,
-                             how, se_at)
+                             how, se_at, ev)
         if kind == "proportion":
             if cls:
-                p_hat, se = mean_se(s.correct)
-                lo, hi = wilson(value, n_full)
+                # Wilson on the effective sample size n / design effect (Kish) when clustered.
+                deff = (ev or {}).get("design_effect") or 1.0
+                lo, hi = wilson(value, n_full / deff)
                 how = "s/sqrt(n) of per-example 0/1 correctness; Wilson 95% CI"
+                if ev:
+                    how += " on the effective n = n / design effect"
             else:
-                p_hat, se = ratio_se(s.correct * s.n_targets, s.n_targets)
-                how = "token-pooled accuracy, SE clustered on examples (delta method)"
-            se = to_full(se, s.n, n_full)
-            if not cls:
                 lo, hi = max(0.0, value - Z95 * se), min(1.0, value + Z95 * se)
-            base = p_hat * (1 - p_hat)
+                how = "token-pooled accuracy (delta method)" + ("" if ev else ", SE clustered on examples")
+            base = est * (1 - est)
             se_at = {}
             for r in recs:
                 v = r.get(key)
                 if isinstance(v, (int, float)) and 0.0 <= v <= 1.0:
                     se_at[r["step"]] = (se * math.sqrt(v * (1 - v) / base) if base > 0
                                         else binomial_se(float(v), n_full))
-            how += f"; {sampled}; other records scaled by sqrt(p(1-p))"
-            return MetricBar(key, kind, ref["step"], value, se, lo, hi, how, se_at)
+            how += (cl.how(ev) if ev else "") + f"; {sampled}; other records scaled by sqrt(p(1-p))"
+            return MetricBar(key, kind, ref["step"], value, se, lo, hi, how, se_at, ev)
         if kind == "approx-proportion" and cls and s.probs is not None:
             stat = self._cls_stat(key, s, run)
             if stat is None:
                 return None
-            se, q_lo, q_hi = bootstrap_se(stat, s.n, run.budget.bootstrap, run.options.seed)
-            se = to_full(se, s.n, n_full)
+            b, seed = run.budget.bootstrap, run.options.seed
+            se = to_full(bootstrap_se(stat, s.n, b, seed)[0], s.n, n_full)
+            how = f"bootstrap over examples ({b} resamples)"
+            if cl is not None:
+                clustered = to_full(cluster_bootstrap_se(stat, cl.groups[s.indices], b, seed)[0], s.n, n_full)
+                se, ev = cl.combine(se, clustered, s.indices, n_full)
+                how = f"bootstrap over whole clusters ({b} resamples)" + cl.how(ev)
             se_at = {r["step"]: se for r in recs if key in r}
-            how = (f"bootstrap over examples ({run.budget.bootstrap} resamples); {sampled}; "
-                   "other records assume the same SE")
+            how += f"; {sampled}; other records assume the same SE"
             return MetricBar(key, kind, ref["step"], value, se, value - Z95 * se, value + Z95 * se,
-                             how, se_at)
+                             how, se_at, ev)
         return None
 
     @staticmethod
@@ -290,7 +341,8 @@ class ErrorBars(Check):
         return approx[0] if approx else None
 
     # ---- decisions -----------------------------------------------------------------------------
-    def _decision(self, run, set_name, recs, bars, picked, scores, n_data, use_scores) -> dict[str, Any] | None:
+    def _decision(self, run, set_name, recs, bars, picked, scores, n_data, use_scores,
+                  clusters=None) -> dict[str, Any] | None:
         by_run = picked is not None and picked["set"] == set_name and picked["key"] in bars
         run_note = None
         if picked is not None and picked["set"] == set_name and not by_run:
@@ -328,15 +380,20 @@ class ErrorBars(Check):
             diff = sign * (best_val - last_val)
             se_b, se_l = bar.se_at[best_step], bar.se_at[last_step]
             se_unpaired = math.sqrt(se_b ** 2 + se_l ** 2)
-            paired = self._paired_se(run, key, best_step, last_step, scores, n_data) if use_scores and by_run else None
+            paired, paired_ev = (self._paired_se(run, key, best_step, last_step, scores, n_data, clusters)
+                                 if use_scores and by_run else (None, None))
             if paired is not None:
                 se_diff, how = paired, "paired per-example differences of the two checkpoints"
+                if paired_ev:
+                    how += clusters.how(paired_ev)
             else:
                 se_diff, how = se_unpaired, "unpaired (the two records' SEs combined): conservative"
             z, p = z_test(diff, se_diff)
             out["vs_last"] = {"difference": num(diff, 4), "se_diff": num(se_diff, 3), "z": num(z, 3),
                               "p": num(p, 3), "mde": num(mde(se_diff), 3), "how": how,
                               "significant": bool(abs(z) >= Z95)}
+            if paired_ev:
+                out["vs_last"]["clusters"] = paired_ev
             if paired is None:
                 se_rho = se_unpaired * math.sqrt(1 - _ASSUMED_RHO)
                 z_rho, _ = z_test(diff, se_rho)
@@ -354,15 +411,17 @@ class ErrorBars(Check):
                                    "how": "unpaired: conservative"}
         return out
 
-    def _paired_se(self, run, key, best_step, last_step, scores, n_data) -> float | None:
-        """SE of (best - last) from both checkpoints scored on the same examples."""
+    def _paired_se(self, run, key, best_step, last_step, scores, n_data,
+                   clusters: Clusters | None = None) -> tuple[float | None, dict | None]:
+        """(SE of (best - last), cluster evidence) from both checkpoints scored on the same
+        examples, clustered on the eval data's groups when it has them."""
         from degrade.probing.scoring import score
         by_step = {}
         for c in run.checkpoints:
             if c.weights is not None:
                 by_step[c.step] = c  # later entries (the root at the same step) win
         if best_step not in by_step or last_step not in by_step:
-            return None
+            return None, None
         chosen = run.model_checkpoint
         sc = {}
         for st in (best_step, last_step):
@@ -374,15 +433,19 @@ class ErrorBars(Check):
                                seed=run.options.seed)
         a, b = sc[best_step], sc[last_step]
         if not np.array_equal(a.indices, b.indices):
-            return None
+            return None, None
         kind = metric_kind(key)
-        if kind == "loss":
-            _, se = paired_ratio_se(a.loss * a.n_targets, b.loss * b.n_targets, a.n_targets)
-        elif kind == "proportion":
-            _, se = paired_ratio_se(a.correct * a.n_targets, b.correct * b.n_targets, a.n_targets)
+        if kind not in ("loss", "proportion"):
+            return None, None
+        field_ = "loss" if kind == "loss" else "correct"
+        cols = (getattr(a, field_) * a.n_targets, getattr(b, field_) * b.n_targets, a.n_targets)
+        ev = None
+        if clusters is None:
+            _, se = paired_ratio_se(*cols)
+            se = to_full(se, a.n, n_data)
         else:
-            return None
-        return to_full(se, a.n, n_data) if math.isfinite(se) else None
+            _, se, ev = clusters.closed_form(paired_ratio_se, cols, a.indices, n_data)
+        return (se, ev) if math.isfinite(se) else (None, None)
 
     # ---- findings ------------------------------------------------------------------------------
     def _findings(self, per_set, bars_by_set, size_by_set, picked, h) -> list:
@@ -471,7 +534,9 @@ class ErrorBars(Check):
                 if label not in errored and e.get("mde_unpaired") is not None
                 and e["mde_unpaired"] > self.opts["mde_warn"]}
         if wide:
-            parts = [f"{label}: n={e['n']}, eval_{e['main_metric']} MDE {e['mde_unpaired']}"
+            parts = [f"{label}: n={e['n']}"
+                     + (f" in {e['clusters']['n_clusters']} clusters" if e.get("clusters") else "")
+                     + f", eval_{e['main_metric']} MDE {e['mde_unpaired']}"
                      for label, e in list(wide.items())[:6]]
             findings.append(self.finding(
                 "warning",
@@ -497,7 +562,7 @@ class ErrorBars(Check):
 
     @staticmethod
     def _evidence_of(entry: dict, full: bool = False) -> dict[str, Any]:
-        keys = ("n", "n_source", "route", "main_metric", "mde_unpaired", "metrics")
+        keys = ("n", "n_source", "route", "clusters", "main_metric", "mde_unpaired", "metrics")
         out = {k: entry[k] for k in keys if k in entry}
         if full:
             out.update({k: entry[k] for k in ("decision", "no_error_bar", "why_history_only")
@@ -511,6 +576,10 @@ class ErrorBars(Check):
             ms = [f"eval_{k} {m['value']} +- {num(Z95 * m['se'], 2)}" for k, m in e["metrics"].items()
                   if m["se"] is not None]
             n_txt = f"n={e['n']}" if e["n"] is not None else "n unknown"
+            if e.get("clusters"):
+                n_txt += (f" in {e['clusters']['n_clusters']} clusters"
+                          + (", SE clustered" if e["route"] != "history" else ", SE not clustered: optimistic")
+                          + (", too few clusters for a reliable SE" if "few_clusters" in e["clusters"] else ""))
             est = ", estimated" if e["route"] == "history" and e["n"] is not None else ""
             parts.append(f"{label} ({n_txt}{est}): " + (", ".join(ms) if ms else "no error bar computable"))
         more = f"; and {len(per_set) - 6} more set(s)" if len(per_set) > 6 else ""
