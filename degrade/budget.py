@@ -9,6 +9,8 @@ class Budget:
     name: str
     max_eval_examples: int | None  # examples scored per forward-pass check (None: all)
     max_train_examples: int | None
+    max_train_rows: int  # training rows held in memory; beyond, a uniform sample (checks that
+    #                      must see every row stream the file: run/train_pass.py)
     bootstrap: int  # resamples for bootstrap confidence intervals
     max_components: int  # heads + MLPs ablated one at a time
 
@@ -21,7 +23,7 @@ class Budget:
 
 
 BUDGETS = {
-    "fast": Budget("fast", 256, 2_000, 200, 16),
-    "standard": Budget("standard", 1_024, 20_000, 1_000, 64),
-    "thorough": Budget("thorough", None, None, 5_000, 512),
+    "fast": Budget("fast", 256, 2_000, 20_000, 200, 16),
+    "standard": Budget("standard", 1_024, 20_000, 100_000, 1_000, 64),
+    "thorough": Budget("thorough", None, None, 200_000, 5_000, 512),
 }

@@ -9,6 +9,11 @@ sample; under "no shift" the AUC is 0.5 with the Mann-Whitney standard error
 sqrt((n1 + n2 + 1) / (12 n1 n2)), which gives the p-value. Drift score = max(2 AUC - 1, 0)
 (deepchecks' domain-classifier drift). The features that drive it are ranked by their own AUC.
 
+With the model: `embedding_features` mean-pools the model's own input-embedding vectors over each
+example's tokens, a bag of words in the space the model learned, so tokens the model treats alike
+count alike. Deliberately not contextual hidden states: the model has seen the training rows, and
+a classifier on their hidden states would detect memorisation (membership: O103's job), not shift.
+
 TrainProfile reads the training data once, in batches, in bounded memory: the set of training
 targets, the label counts, the length range and a uniform reservoir sample of rows (each row gets
 a random key; the rows with the smallest keys are kept), so a million training rows cost no more
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -101,7 +106,7 @@ class TrainProfile:
                 self.label_counts[v] = self.label_counts.get(v, 0) + c
                 self.targets.add(v)
         else:
-            flat = np.concatenate([np.asarray((targets[i] if targets is not None else input_ids[i][1:]),
+            flat = np.concatenate([np.asarray((targets[i] if targets is not None else input_ids[i])[1:],
                                               dtype=np.int64) for i in range(b)])
             self.targets.update(np.unique(flat[flat != IGNORE_INDEX]).tolist())
         keys = self._rng.random(b)
@@ -150,25 +155,27 @@ class TrainProfile:
         return ids, tg, lb
 
 
-def profile_examples(examples, reservoir: int, seed: int = 0, batch: int = 10_000) -> TrainProfile:
-    prof = TrainProfile(reservoir, seed)
-    for start in range(0, len(examples), batch):
-        stop = min(start + batch, len(examples))
-        prof.update(examples.input_ids[start:stop],
-                    examples.labels[start:stop] if examples.labels is not None else None,
-                    examples.label[start:stop] if examples.label is not None else None)
-    return prof
+def input_embeddings(module) -> np.ndarray | None:
+    """The model's token-embedding table [vocab, d] (HF get_input_embeddings, else the largest
+    nn.Embedding), or None."""
+    from torch import nn
+    get = getattr(module, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    if not isinstance(emb, nn.Embedding):
+        emb = max((m for m in module.modules() if isinstance(m, nn.Embedding)),
+                  key=lambda m: m.num_embeddings, default=None)
+    return None if emb is None else emb.weight.detach().float().cpu().numpy()
 
 
-def iter_batches(rows: Iterable, batch: int) -> Iterable[list]:
-    buf: list = []
-    for r in rows:
-        buf.append(r)
-        if len(buf) == batch:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
+def embedding_features(input_ids: list[list[int]], table: np.ndarray) -> np.ndarray:
+    """[n, d]: the mean input-embedding vector of each example's (in-vocabulary) tokens."""
+    out = np.zeros((len(input_ids), table.shape[1]))
+    for r, ids in enumerate(input_ids):
+        t = np.asarray(ids, dtype=np.int64)
+        t = t[(t >= 0) & (t < table.shape[0])]
+        if t.size:
+            out[r] = table[t].mean(0)
+    return out
 
 
 # ---- the domain classifier ------------------------------------------------------------------

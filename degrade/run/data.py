@@ -5,18 +5,23 @@ causal LMs: the model shifts them) or `text` (tokenised with the run's tokenizer
 the same plus an integer `label` for sequence classification. An optional `group` column (alias
 `source` or `doc_id`) names the unit examples were sampled by (several questions from one document,
 several prompts from one template): O102 then clusters its standard errors on it.
+
+Training files larger than the budget are not held in memory: run/train_pass.py keeps a uniform
+sample of them, and `iter_examples` gives every row, batch by batch, to the checks that must see
+all of them.
 """
 from __future__ import annotations
 
-import csv
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from degrade.errors import InputError
-from degrade.run.files import LFS_MAGIC, read_json, read_jsonl
+from degrade.run.rows import _maybe_json, iter_rows
 
 IGNORE_INDEX = -100
 GROUP_COLUMNS = ("group", "source", "doc_id")  # first one present names each example's cluster
@@ -31,9 +36,15 @@ class Examples:
     text: list[str] | None = None  # the raw text, when the data came as text
     group: list[str] | None = None  # the sampling unit (document, template) of each example
     fingerprint: str = ""
+    n_total: int | None = None  # rows in the file, when these examples are a sample of it
+    rows: list[int] | None = None  # each example's row in the file, when a sample
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def is_sample(self) -> bool:
+        return self.n_total is not None and self.n_total > len(self)
 
     def token_labels(self, i: int) -> list[int]:
         return self.labels[i] if self.labels is not None else self.input_ids[i]
@@ -44,15 +55,49 @@ class Examples:
 
 
 def load_examples(path: Path, tokenizer: Callable | None = None) -> Examples:
-    """Read examples; `tokenizer` is a zero-argument callable returning the run's tokenizer, only
-    called when the data has `text` but no `input_ids`."""
-    rows = _read_rows(Path(path))
-    if not rows:
+    """Read every example; `tokenizer` is a zero-argument callable returning the run's tokenizer,
+    only called when the data has `text` but no `input_ids`. (Training data larger than the
+    budget is read by run/train_pass.py instead: a sample plus one streaming pass.)"""
+    path = Path(path)
+    return _examples(path, list(_checked(path, iter_rows(path))), tokenizer, fingerprint=True)
+
+
+def iter_examples(path: Path, tokenizer: Callable | None = None, batch: int = 10_000
+                  ) -> Iterator[tuple[int, Examples]]:
+    """(row offset, Examples) for every `batch` rows of the file, in order."""
+    path = Path(path)
+    rows = _checked(path, iter_rows(path))
+    tokenizer = functools.cache(tokenizer) if tokenizer else None  # loaded once, not per batch
+    offset = 0
+    while chunk := list(islice(rows, batch)):
+        yield offset, _examples(path, chunk, tokenizer, fingerprint=False)
+        offset += len(chunk)
+
+
+def batches_of(examples: Examples, batch: int = 10_000) -> Iterator[tuple[int, Examples]]:
+    """iter_examples over examples already in memory."""
+    pick = (lambda xs, a, b: None if xs is None else xs[a:b])
+    for a in range(0, len(examples), batch):
+        b = a + batch
+        yield a, Examples(examples.path, examples.input_ids[a:b], pick(examples.labels, a, b),
+                          pick(examples.label, a, b), pick(examples.text, a, b), pick(examples.group, a, b))
+
+
+def _checked(path: Path, rows: Iterator[dict]) -> Iterator[dict]:
+    """The rows, after checking the first one has the columns degrade needs."""
+    first = next(rows, None)
+    if first is None:
         raise InputError(path, "holds no examples")
-    cols = set(rows[0])
-    if "input_ids" not in cols and "text" not in cols:
+    if "input_ids" not in first and "text" not in first:
         raise InputError(path, f"has neither an input_ids nor a text column (columns: "
-                               f"{', '.join(sorted(cols))})")
+                               f"{', '.join(sorted(first))})")
+    yield first
+    yield from rows
+
+
+def _examples(path: Path, rows: list[dict], tokenizer: Callable | None, fingerprint: bool) -> Examples:
+    """Examples from row dicts whose first row has been _checked."""
+    cols = set(rows[0])
     text = [str(r["text"]) for r in rows] if "text" in cols else None
     if "input_ids" in cols:
         input_ids = [_int_list(r["input_ids"], path, "input_ids") for r in rows]
@@ -72,52 +117,8 @@ def load_examples(path: Path, tokenizer: Callable | None = None) -> Examples:
         raise InputError(path, "has labels whose length differs from input_ids")
     group_col = next((c for c in GROUP_COLUMNS if c in cols), None)
     group = [str(r[group_col]) for r in rows] if group_col else None
-    return Examples(Path(path), input_ids, labels, label, text, group,
-                    _fingerprint(input_ids, labels, label))
-
-
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        raise InputError(path, "does not exist")
-    if path.is_dir():
-        return _read_saved_dataset(path)
-    if path.read_bytes()[: len(LFS_MAGIC)] == LFS_MAGIC:
-        raise InputError(path, "is a Git LFS pointer, not data (git lfs pull)")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return read_jsonl(path)
-    if suffix == ".json":
-        obj = read_json(path)
-        if isinstance(obj, dict):  # {"input_ids": [...], ...}: columns
-            keys = list(obj)
-            return [dict(zip(keys, vals)) for vals in zip(*(obj[k] for k in keys))]
-        if isinstance(obj, list):
-            return obj
-        raise InputError(path, "is neither a list of rows nor a dict of columns")
-    if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            return [{k: _maybe_json(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as e:  # noqa: BLE001
-            raise InputError(path, f"is not a readable parquet file ({str(e)[:120]})") from None
-    raise InputError(path, f"has an unknown data format {suffix!r} (use a datasets save_to_disk "
-                           "dir, .jsonl, .json, .csv or .parquet)")
-
-
-def _read_saved_dataset(path: Path) -> list[dict]:
-    import datasets
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except Exception as e:  # noqa: BLE001
-        raise InputError(path, f"is not a datasets save_to_disk folder ({str(e)[:120]})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        if len(ds) != 1:
-            raise InputError(path, f"is a DatasetDict with splits {', '.join(ds)}: pass one split's folder")
-        ds = next(iter(ds.values()))
-    return ds.to_list()
+    return Examples(path, input_ids, labels, label, text, group,
+                    _fingerprint(input_ids, labels, label) if fingerprint else "")
 
 
 def _int_list(v, path: Path, col: str) -> list[int]:
@@ -127,16 +128,6 @@ def _int_list(v, path: Path, col: str) -> list[int]:
         return [int(t) for t in v]
     except (TypeError, ValueError):
         raise InputError(path, f"column {col} must hold lists of integers") from None
-
-
-def _maybe_json(v: str):
-    s = v.strip()
-    if s[:1] in "[{" or s.lstrip("-").isdigit():
-        try:
-            return json.loads(s)
-        except json.JSONDecodeError:
-            return v
-    return v
 
 
 def _fingerprint(input_ids, labels, label) -> str:

@@ -8,7 +8,7 @@ import json
 import struct
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from degrade.errors import InputError
 
@@ -40,24 +40,25 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: Path) -> Iterator[Any]:
+    """The records of a JSON-lines file, one line at a time."""
     path = Path(path)
-    rows = []
-    with open(path, "rb") as f:
-        head = f.read(len(LFS_MAGIC))
-        if head == LFS_MAGIC:
-            raise InputError(path, "is a Git LFS pointer, not JSON lines (git lfs pull)")
+    if is_lfs_pointer(path):
+        raise InputError(path, "is a Git LFS pointer, not JSON lines (git lfs pull)")
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                yield json.loads(line)
             except json.JSONDecodeError as e:
-                # A training process killed mid-write leaves a partial last line: tolerate that one.
+                # A process killed mid-write leaves a partial last line: tolerate that one.
                 if not f.readline():
-                    break
+                    return
                 raise InputError(path, f"line {i} is not valid JSON ({e.msg})") from None
-    return rows
 
 
 def check_weights(path: Path) -> None:

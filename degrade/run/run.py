@@ -159,18 +159,46 @@ class Run:
     # ---- data ------------------------------------------------------------------------------
     @cached_property
     def train_data(self):
-        return self._data(self.options.train_data, "train")
+        """The training examples, or a uniform sample of budget.max_train_rows of them."""
+        return self._training[0] if self._training else None
+
+    @cached_property
+    def train_pass(self):
+        """Counts and row hashes over every training row (run/train_pass.py)."""
+        from degrade.run.data import batches_of
+        from degrade.run.train_pass import TrainPass
+        tr = self.train_data
+        if tr is None:
+            return None
+        if self._training is not None and self._training[0] is tr:
+            return self._training[1]
+        return TrainPass.over(batches_of(tr), seed=self.options.seed)  # examples set directly
+
+    @cached_property
+    def _training(self):
+        from degrade.run.train_pass import read_training
+        path = self.options.train_data or self._manifest_data_path("train")
+        if path is None:
+            return None
+        return read_training(Path(path), self._tokenizer_for_text, self.budget.max_train_rows,
+                             self.options.seed, reservoir=self.budget.max_eval_examples or 10_000)
 
     @cached_property
     def eval_data(self):
-        return self._data(self.options.eval_data, "eval")
-
-    def _data(self, given: str | None, split: str):
         from degrade.run.data import load_examples
-        path = given or self._manifest_data_path(split)
-        if path is None:
-            return None
-        return load_examples(Path(path), tokenizer=self._tokenizer_for_text)
+        path = self.options.eval_data or self._manifest_data_path("eval")
+        return None if path is None else load_examples(Path(path), tokenizer=self._tokenizer_for_text)
+
+    def train_batches(self, batch: int = 10_000):
+        """(row offset, Examples) over every training row: from memory, or streamed from the file
+        when train_data is only a sample of it."""
+        from degrade.run.data import batches_of, iter_examples
+        tr = self.train_data
+        if tr is None:
+            return iter(())
+        if tr.is_sample:
+            return iter_examples(tr.path, self._tokenizer_for_text, batch)
+        return batches_of(tr, batch)
 
     def _manifest_data_path(self, split: str) -> str | None:
         entry = ((self.manifest or {}).get("data") or {}).get(split) or {}

@@ -12,10 +12,12 @@ from degrade.errors import InputError
 from degrade.layers import Layer
 from degrade.probing.batches import sample_indices
 from degrade.probing.minhash import MinHasher
+from degrade.run.train_pass import first_row, norm_text, row_hashes
 
 if TYPE_CHECKING:
     from degrade.run.data import Examples
     from degrade.run.run import Run
+    from degrade.run.train_pass import TrainPass
 
 
 class TrainEvalOverlap(Check):
@@ -34,9 +36,12 @@ class TrainEvalOverlap(Check):
     Why it matters: a contaminated eval item measures memorisation, not generalisation, so the eval
     metric overstates the model; the overstatement is the contaminated fraction times the
     memorisation advantage.
-    Evidence used: exact hashes over ALL training examples; n-gram and MinHash tests against a
-    sample of max_train_examples training examples (--budget; near matches are then a lower
-    bound); the eval sample the other model-based checks score (max_eval_examples). When the model
+    Evidence used: exact hashes over ALL training rows (run.train_pass: one streaming pass, 24
+    bytes per row, however large the file); n-gram and MinHash tests against every training row
+    when the file has at most max_train_examples rows or the budget is thorough (streamed: memory
+    does not grow with the file), else against a uniform sample of max_train_examples rows (near
+    matches are then a lower bound); the eval sample the other model-based checks score
+    (max_eval_examples). When the model
     is available: the eval metric on clean vs contaminated items (run.eval_scores()). N-grams that
     occur in more than 1% of the training sample are treated as template/boilerplate and ignored.
     Fix: remove the contaminated items from the eval set (or from training) and re-evaluate; split
@@ -77,25 +82,25 @@ class TrainEvalOverlap(Check):
                "boilerplate_fraction": 0.01, "min_k": 0.2, "membership_examples": 256}
 
     def run(self, run: "Run") -> list:
-        ev, tr = run.eval_data, run.train_data
+        ev, tr, tp = run.eval_data, run.train_data, run.train_pass
         seed = run.options.seed
         eval_idx = sample_indices(len(ev), run.budget.max_eval_examples, seed)
-        train_idx = sample_indices(len(tr), run.budget.max_train_examples, seed)
         n_ev = len(eval_idx)
 
-        # ---- exact: every training example ----
-        exact_input, exact_pair, train_of = self._exact(ev, tr, eval_idx)
+        # ---- exact: every training row (hashes from the streaming pass) ----
+        exact_input, exact_pair, train_of = self._exact(ev, tp, eval_idx)
         label_conflict = exact_input & ~exact_pair
 
-        # ---- near: n-grams and MinHash against the training sample ----
-        use_words = ev.text is not None and tr.text is not None
-        units_ev, units_tr = self._units(ev, tr, eval_idx, train_idx, use_words)
+        # ---- near: n-grams and MinHash against every row, or a sample within the budget ----
+        use_words = ev.text is not None and tp.has_text
         n = self.opts["ngram_words"] if use_words else self.opts["ngram_tokens"]
+        units_ev = [_units(ev, int(i), use_words) for i in eval_idx]
         lengths = np.array([u.size for u in units_ev])
         eligible = lengths >= self.opts["min_near_length"]
         shingle = int(self.opts["shingle"])
-        frac, any_hit, n_boiler, jac, jac_train = self._near(units_ev, units_tr, n, shingle, eligible, seed)
-
+        near_batches, n_near = self._near_rows(run)
+        frac, any_hit, n_boiler, jac, jac_train, previews = self._near(
+            units_ev, near_batches, use_words, n, shingle, eligible, seed)
         ngram_major = eligible & (frac >= self.opts["ngram_min_fraction"])
         near_dup = eligible & (jac >= self.opts["jaccard"])
         contaminated = exact_input | ngram_major | near_dup
@@ -104,9 +109,9 @@ class TrainEvalOverlap(Check):
         lo, hi = wilson(fraction, n_ev)
 
         evidence: dict[str, Any] = {
-            "n_eval": len(ev), "n_eval_checked": n_ev, "n_train": len(tr),
-            "n_train_exact": len(tr), "n_train_near": len(train_idx),
-            "sampled": {"eval": n_ev < len(ev), "train_near": len(train_idx) < len(tr)},
+            "n_eval": len(ev), "n_eval_checked": n_ev, "n_train": tp.n,
+            "n_train_exact": tp.n, "n_train_near": n_near,
+            "sampled": {"eval": n_ev < len(ev), "train_near": n_near < tp.n},
             "unit": "words" if use_words else "tokens", "ngram_n": n, "minhash_shingle": shingle,
             "exact_input": int(exact_input.sum()), "exact_input_and_label": int(exact_pair.sum()),
             "same_input_other_label": int(label_conflict.sum()),
@@ -119,9 +124,9 @@ class TrainEvalOverlap(Check):
             "contaminated_fraction_ci95": [round(lo, 4), round(hi, 4)],
         }
         if k:
-            evidence["examples"] = self._examples(ev, tr, eval_idx, train_idx, contaminated,
-                                                  exact_input, exact_pair, ngram_major, frac,
-                                                  near_dup, jac, jac_train, train_of)
+            evidence["examples"] = self._examples(ev, tr, eval_idx, contaminated, exact_input,
+                                                  exact_pair, near_dup, frac, jac, jac_train,
+                                                  train_of, previews)
         split = self._metric_split(run, eval_idx, contaminated) if k else None
         if split is not None:
             evidence["metric_split"] = split
@@ -130,9 +135,9 @@ class TrainEvalOverlap(Check):
             evidence["membership_min_k_pp"] = membership
 
         sampled_note = ""
-        if len(train_idx) < len(tr):
-            sampled_note = (f" Near-duplicates were searched in a sample of {len(train_idx)} of "
-                            f"{len(tr)} training examples (exact matches in all): a lower bound.")
+        if n_near < tp.n:
+            sampled_note = (f" Near-duplicates were searched in a sample of {n_near} of "
+                            f"{tp.n} training examples (exact matches in all): a lower bound.")
         if n_ev < len(ev):
             sampled_note += f" {n_ev} of {len(ev)} eval examples were checked."
         if k == 0:
@@ -173,99 +178,83 @@ class TrainEvalOverlap(Check):
                             "by more than its SE, the reported number was inflated by memorisation.")]
 
     # ---- exact ---------------------------------------------------------------------------------
-    @staticmethod
-    def _label_key(ex: "Examples", i: int):
-        if ex.label is not None:
-            return ex.label[i]
-        if ex.labels is not None:
-            return tuple(ex.labels[i])
-        return None
-
-    def _exact(self, ev: "Examples", tr: "Examples", eval_idx: np.ndarray):
-        """Exact matches against every training example. Only 64-bit hashes of the training side
-        are kept (a million long sequences as tuples would not fit in memory); a hash hit is then
-        confirmed on the sequences themselves, so a collision cannot create a match."""
-        inputs: dict[int, int] = {}
-        pairs: dict[int, int] = {}
-        texts: dict[int, int] = {}
-        use_text = tr.text is not None and ev.text is not None
-        for j in range(len(tr)):
-            key = tuple(tr.input_ids[j])
-            inputs.setdefault(hash(key), j)
-            pairs.setdefault(hash((key, self._label_key(tr, j))), j)
-            if use_text:
-                texts.setdefault(hash(_norm_text(tr.text[j])), j)
-        exact_input = np.zeros(len(eval_idx), dtype=bool)
-        exact_pair = np.zeros(len(eval_idx), dtype=bool)
-        train_of = np.full(len(eval_idx), -1)
-        for r, i in enumerate(eval_idx):
-            key = tuple(ev.input_ids[i])
-            j = inputs.get(hash(key))
-            if j is not None and list(key) != tr.input_ids[j]:
-                j = None
-            if j is None and use_text:
-                j = texts.get(hash(_norm_text(ev.text[i])))
-                if j is not None and _norm_text(ev.text[i]) != _norm_text(tr.text[j]):
-                    j = None
-            if j is None:
-                continue
-            exact_input[r], train_of[r] = True, j
-            label = self._label_key(ev, i)
-            jp = pairs.get(hash((key, label)))
-            exact_pair[r] = ((jp is not None and tr.input_ids[jp] == list(key)
-                              and self._label_key(tr, jp) == label)
-                             or self._label_key(tr, j) == label)
+    def _exact(self, ev: "Examples", tp: "TrainPass", eval_idx: np.ndarray):
+        """Exact matches of eval inputs (and input+label pairs, and normalised text) against the
+        hashes of every training row."""
+        hashes = [row_hashes(ev, int(i)) for i in eval_idx]
+        h_in = np.array([h[0] for h in hashes], dtype=np.int64)
+        h_pair = np.array([h[1] for h in hashes], dtype=np.int64)
+        train_of = tp.first_row_of(h_in)
+        if ev.text is not None and tp.text_hash is not None:
+            h_text = np.array([h[2] for h in hashes], dtype=np.int64)
+            by_text = first_row(tp.text_hash, h_text)
+            train_of = np.where(train_of >= 0, train_of, by_text)
+        exact_input = train_of >= 0
+        exact_pair = exact_input & (tp.first_row_of(h_pair, "pair") >= 0)
         return exact_input, exact_pair, train_of
 
     # ---- near ----------------------------------------------------------------------------------
     @staticmethod
-    def _units(ev, tr, eval_idx, train_idx, use_words):
-        if not use_words:
-            return ([np.asarray(ev.input_ids[i], dtype=np.int64) for i in eval_idx],
-                    [np.asarray(tr.input_ids[j], dtype=np.int64) for j in train_idx])
-        vocab: dict[str, int] = {}
+    def _near_rows(run: "Run"):
+        """(batches of (examples, their positions, their file rows), how many rows): every
+        training row when the budget allows it (streamed from the file if it is not all in
+        memory), else a uniform sample."""
+        tr, cap = run.train_data, run.budget.max_train_examples
+        total = run.train_pass.n
+        if cap is None or total <= cap:
+            batches = ((ex, np.arange(len(ex)), np.arange(off, off + len(ex)))
+                       for off, ex in run.train_batches())
+            return batches, total
+        idx = sample_indices(len(tr), cap, run.options.seed)
+        return [(tr, idx, np.asarray(tr.rows)[idx] if tr.rows is not None else idx)], len(idx)
 
-        def ids(text: str) -> np.ndarray:
-            return np.asarray([vocab.setdefault(w, len(vocab)) for w in _norm_text(text).split()],
-                              dtype=np.int64)
-        return [ids(ev.text[i]) for i in eval_idx], [ids(tr.text[j]) for j in train_idx]
-
-    def _near(self, units_ev, units_tr, n, shingle, eligible, seed, batch: int = 10_000):
+    def _near(self, units_ev, batches, use_words, n, shingle, eligible, seed):
         """n-gram and MinHash near-duplicates in one streaming pass over the training units
-        (probing/stream_overlap.py: the eval side is indexed, training streams in batches)."""
+        (probing/stream_overlap.py: the eval side is indexed, training streams in batches).
+        Returns the best match's file row per eval item and its preview, kept as matches appear
+        (the row itself may not be in memory later)."""
         from degrade.probing.stream_overlap import StreamingOverlap
         so = StreamingOverlap(units_ev, ngram=n, shingle=shingle,
                               min_near_length=int(self.opts["min_near_length"]),
                               hasher=MinHasher(num_perm=100, bands=20, seed=seed))
-        for start in range(0, len(units_tr), batch):
-            part = units_tr[start:start + batch]
-            offsets = np.r_[0, np.cumsum([u.size for u in part])].astype(np.int64)
-            flat = np.concatenate(part) if part else np.zeros(0, np.int64)
-            so.add(flat, offsets)
+        best_row = np.full(len(units_ev), -1, dtype=np.int64)
+        previews: dict[int, str] = {}
+        for ex, idx, rows in batches:
+            base = so.n_train
+            units = [_units(ex, int(i), use_words) for i in idx]
+            offsets = np.r_[0, np.cumsum([u.size for u in units])].astype(np.int64)
+            so.add(np.concatenate(units) if units else np.zeros(0, np.int64), offsets)
+            for e in np.flatnonzero(so.best_train_row >= base):
+                k = int(so.best_train_row[e]) - base
+                best_row[e] = rows[k]
+                previews[int(rows[k])] = _preview(ex, int(idx[k]))
         frac = np.where(eligible, so.ngram_fraction(self.opts["boilerplate_fraction"]), 0.0)
-        limit = max(3, self.opts["boilerplate_fraction"] * max(len(units_tr), 1))
+        limit = max(3, self.opts["boilerplate_fraction"] * max(so.n_train, 1))
         jac = np.where(eligible, so.best_jaccard, 0.0)
-        best = np.where(eligible, so.best_train_row, -1)
-        return frac, eligible & (frac > 0), int((so.ngram_df > limit).sum()), jac, best
+        best = np.where(eligible, best_row, -1)
+        return frac, eligible & (frac > 0), int((so.ngram_df > limit).sum()), jac, best, previews
 
     # ---- reporting -----------------------------------------------------------------------------
-    def _examples(self, ev, tr, eval_idx, train_idx, contaminated, exact_input, exact_pair,
-                  ngram_major, frac, near_dup, jac, jac_train, train_of) -> list[dict[str, Any]]:
+    def _examples(self, ev, tr, eval_idx, contaminated, exact_input, exact_pair, near_dup, frac,
+                  jac, jac_train, train_of, previews) -> list[dict[str, Any]]:
+        in_memory = {} if tr.rows is None else {r: k for k, r in enumerate(tr.rows)}
         out = []
         for r in np.flatnonzero(contaminated)[:5]:
             i = int(eval_idx[r])
             if exact_input[r]:
                 kind = "exact input+label" if exact_pair[r] else "exact input, other label"
                 j = int(train_of[r])
-            elif near_dup[r]:
-                kind, j = "minhash", int(train_idx[jac_train[r]])
             else:
-                kind, j = "ngram", int(train_idx[jac_train[r]]) if jac_train[r] >= 0 else None
-            row: dict[str, Any] = {"eval_index": i, "kind": kind, "train_index": j,
+                kind = "minhash" if near_dup[r] else "ngram"
+                j = int(jac_train[r]) if jac_train[r] >= 0 else None
+            row: dict[str, Any] = {"eval_index": i, "kind": kind, "train_row": j,
                                    "ngram_overlap": num(frac[r], 3), "jaccard": num(jac[r], 3),
                                    "eval_preview": _preview(ev, i)}
-            if j is not None:
-                row["train_preview"] = _preview(tr, j)
+            k = j if tr.rows is None else in_memory.get(j)
+            if k is not None:
+                row["train_preview"] = _preview(tr, k)
+            elif j in previews:
+                row["train_preview"] = previews[j]
             out.append(row)
         return out
 
@@ -350,8 +339,13 @@ class TrainEvalOverlap(Check):
         return out
 
 
-def _norm_text(text: str) -> str:
-    return " ".join(str(text).lower().split())
+def _units(ex: "Examples", i: int, use_words: bool) -> np.ndarray:
+    """The units n-grams are taken over: tokens, or words (hashed, so no vocabulary is kept)."""
+    if use_words:
+        return np.array([hash(w) for w in norm_text(ex.text[i]).split()], dtype=np.int64)
+    return np.asarray(ex.input_ids[i], dtype=np.int64)
+
+
 
 
 def _preview(ex: "Examples", i: int) -> str:

@@ -40,27 +40,11 @@ def confident_learning(t: Targets) -> tuple[np.ndarray, np.ndarray, dict[int, fl
     return suspect, confident, thresholds
 
 
-def _train_targets(tr) -> set[int] | None:
-    if tr is None:
-        return None
-    if tr.label is not None:
-        return set(tr.label)
-    out: set[int] = set()
-    for j in range(len(tr)):
-        out.update(tr.token_labels(j)[1:])
-    out.discard(-100)
-    return out
-
-
-def _foreign_examples(tr, ev, example: np.ndarray) -> np.ndarray:
+def _foreign_examples(train_tokens: set[int] | None, ev, example: np.ndarray) -> np.ndarray:
     """Per target: whether its example holds an input token that no training input holds."""
-    if tr is None:
+    if train_tokens is None:
         return np.zeros(example.size, bool)
-    top = max(max((max(x) for x in tr.input_ids if x), default=0), max((max(x) for x in ev.input_ids if x), default=0))
-    seen = np.zeros(top + 1, bool)
-    for x in tr.input_ids:
-        seen[np.asarray(x, dtype=np.int64)] = True
-    bad = {int(e) for e in np.unique(example) if not seen[np.asarray(ev.input_ids[int(e)], dtype=np.int64)].all()}
+    bad = {int(e) for e in np.unique(example) if not train_tokens.issuperset(ev.input_ids[int(e)])}
     return np.array([int(e) in bad for e in example], dtype=bool)
 
 
@@ -133,9 +117,10 @@ class EvalLabelErrors(Check):
         suspect, confident, thresholds = confident_learning(t)
         # A label training never had, or an input holding tokens training never saw, is O105's /
         # O106's finding (the eval asks for something else), not label noise: left out.
-        seen = _train_targets(run.train_data)
+        tp = run.train_pass if run.train_data is not None else None
+        seen = tp.targets if tp else None
         unseen_given = np.zeros(t.m, bool) if seen is None else np.array([int(g) not in seen for g in t.given])
-        foreign = _foreign_examples(run.train_data, ev, t.example)
+        foreign = _foreign_examples(tp.input_tokens if tp else None, ev, t.example)
         unseen_given |= foreign
         n_unseen_suspects = int((suspect & unseen_given).sum())
         suspect = suspect & ~unseen_given
@@ -325,5 +310,5 @@ class EvalLabelErrors(Check):
     def _beyond_training_length(run: "Run", t: Targets, suspect: np.ndarray) -> float | None:
         if t.task != "causal-lm" or run.train_data is None or not suspect.any():
             return None
-        longest = max(run.train_data.lengths)
+        longest = run.train_pass.max_length
         return float((t.position[suspect] >= longest).mean())

@@ -11,7 +11,8 @@ from degrade.checks.observation._stats import num, ratio_se, z_test
 from degrade.errors import InputError
 from degrade.layers import Layer
 from degrade.probing.batches import sample_indices
-from degrade.probing.shift import DIRECT_TOKENS, FeatureSpec, domain_test, features, profile_examples
+from degrade.probing.shift import (DIRECT_TOKENS, FeatureSpec, domain_test, embedding_features, features,
+                                   input_embeddings)
 from degrade.probing.targets import vocab_problem
 from degrade.run.data import IGNORE_INDEX
 
@@ -27,7 +28,10 @@ class DistributionShift(Check):
     targets per example, token histogram, label mix): the cross-fitted AUC of a logistic
     regression telling eval rows from training rows, its p-value and the features that drive it;
     (2) eval targets (class labels, or an LM's target tokens) that never occur as a training
-    target; (3) when the model is there: whether performance falls along the most shifted feature.
+    target; (3) when the model is there: the same classifier on the mean of the model's own input
+    embeddings over each example's tokens (a learned bag of words: tokens the model treats alike
+    count alike; not contextual states, which would detect memorised training rows rather than
+    shift), and whether performance falls along the most shifted feature.
     Why it matters: shift is not a fault in itself: it says WHAT the evaluation measures (in-
     distribution or transfer). But an eval set whose targets training never asked for measures
     something the run was not trained to do: that observation is wrong for the question "did
@@ -39,7 +43,8 @@ class DistributionShift(Check):
     Severity: error when at least unseen_error_fraction of eval targets are unseen in training
     and, for causal LMs (a pretrained LM may know tokens its fine-tuning never targeted), the model
     is available and its accuracy on those targets is below unseen_accuracy_ratio of its accuracy on
-    the others; warning when the drift score reaches drift_warning with p < p_value; else info.
+    the others; warning when the drift score of either classifier reaches drift_warning with
+    p < p_value; else info.
     Fix: evaluate on data drawn like the training data for "did training work", and keep the
     shifted set as a separate, named transfer evaluation; add the missing targets to training.
     Options:
@@ -64,13 +69,12 @@ class DistributionShift(Check):
         ev, tr = run.eval_data, run.train_data
         seed = run.options.seed
         eval_idx = sample_indices(len(ev), run.budget.max_eval_examples, seed)
-        reservoir = min(len(eval_idx), run.budget.max_train_examples or len(tr))
-        prof = profile_examples(tr, max(reservoir, 1), seed)
+        prof = run.train_pass.profile  # every training row: targets, lengths, a reservoir sample
         classification = ev.label is not None and tr.label is not None
         ev_ids = [ev.input_ids[i] for i in eval_idx]
         ev_tg = [ev.token_labels(int(i)) for i in eval_idx] if not classification else None
         ev_lb = [ev.label[int(i)] for i in eval_idx] if classification else None
-        tr_ids, tr_tg, tr_lb = prof.sample()
+        tr_ids, tr_tg, tr_lb = _subsample(prof.sample(), len(eval_idx), seed)
         if not classification:
             tr_tg = tr_tg or [x for x in tr_ids]
         top_token = max(prof.max_token, max((max(x) for x in ev_ids if x), default=-1))
@@ -80,15 +84,17 @@ class DistributionShift(Check):
         X_tr = features(tr_ids, None if classification else tr_tg, tr_lb, spec)
         X_ev = features(ev_ids, None if classification else ev_tg, ev_lb, spec)
         test = domain_test(X_tr, X_ev, spec.names(), seed)
+        emb_test = self._embedding_test(run, tr_ids, ev_ids, seed)
 
         unseen = self._unseen_targets(ev_tg, ev_lb, prof.targets)
         evidence: dict[str, Any] = {
-            "n_train": len(tr), "n_train_profiled": prof.n, "n_train_sampled": len(tr_ids),
+            "n_train": prof.n, "n_train_profiled": prof.n, "n_train_sampled": len(tr_ids),
             "n_eval": len(ev), "n_eval_sampled": len(eval_idx),
-            "sampled": {"eval": len(eval_idx) < len(ev), "train_rows_in_classifier": len(tr_ids) < len(tr)},
+            "sampled": {"eval": len(eval_idx) < len(ev), "train_rows_in_classifier": len(tr_ids) < prof.n},
             "domain_classifier": test, "train_max_length": prof.max_length,
             "eval_max_length": int(max(len(x) for x in ev_ids)),
             "unseen_targets": unseen,
+            "embedding_classifier": emb_test,
         }
         if classification:
             evidence["label_mix"] = {"train": _mix(prof.label_counts), "eval": _mix(_counts(ev_lb))}
@@ -100,6 +106,11 @@ class DistributionShift(Check):
         top = ", ".join(f"{d['feature']} (AUC {d['auc']})" for d in test["drivers"][:3])
         msg = (f"Train vs eval domain classifier: AUC {test['auc']} (drift score {drift}, p={p:.2g}); "
                f"driven by {top}.")
+        if "auc" in emb_test:
+            msg += (f" On the model's input embeddings: AUC {emb_test['auc']} (drift score "
+                    f"{emb_test['drift_score']}, p={emb_test['p_value']:.2g}).")
+            if emb_test["drift_score"] > drift:  # the stronger of the two tests sets the severity
+                drift, p = emb_test["drift_score"], emb_test["p_value"]
         frac = unseen["fraction"] or 0.0
         unseen_error = frac >= self.opts["unseen_error_fraction"] and self._unseen_hurts(classification, perf)
         if unseen["n"]:
@@ -135,6 +146,22 @@ class DistributionShift(Check):
             next_experiment="None needed for shift.")]
 
     # ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _embedding_test(run: "Run", tr_ids, ev_ids, seed: int) -> dict[str, Any]:
+        """The same domain classifier on mean-pooled input embeddings (probing/shift.py)."""
+        if run.model_unavailable() is not None:
+            return {"note": f"no model: {run.model_unavailable()}"}
+        try:
+            table = input_embeddings(run.model().module)
+        except InputError as e:
+            return {"note": f"the model could not be loaded: {e}"}
+        if table is None:
+            return {"note": "the model has no nn.Embedding to read token vectors from"}
+        X_tr, X_ev = embedding_features(tr_ids, table), embedding_features(ev_ids, table)
+        t = domain_test(X_tr, X_ev, [f"emb[{j}]" for j in range(table.shape[1])], seed, top=0)
+        return {k: t[k] for k in ("auc", "drift_score", "p_value", "z", "n_train", "n_eval")} | {
+            "features": f"mean of the model's {table.shape[1]}-d input embeddings over each example's tokens"}
+
     @staticmethod
     def _unseen_targets(ev_tg, ev_lb, seen: set[int]) -> dict[str, Any]:
         if ev_lb is not None:
@@ -199,6 +226,16 @@ class DistributionShift(Check):
                      "acc_within": axis["acc_within"], "acc_beyond": axis["acc_beyond"]})
                 break
         return out or None
+
+
+def _subsample(sample: tuple, k: int, seed: int) -> tuple:
+    """At most k of the reservoir's rows (as many training rows as eval rows in the classifier)."""
+    ids, tg, lb = sample
+    if len(ids) <= k:
+        return ids, tg, lb
+    keep = np.sort(np.random.default_rng(seed).choice(len(ids), size=k, replace=False))
+    pick = (lambda xs: None if xs is None else [xs[i] for i in keep])
+    return pick(ids), pick(tg), pick(lb)
 
 
 def _counts(vals) -> dict[int, int]:

@@ -82,7 +82,7 @@ class MetricValidity(Check):
         else:
             idx = sample_indices(len(ev), run.budget.max_eval_examples, run.options.seed)
             evidence = {"n_eval": len(ev), "n_eval_checked": len(idx), "sampled": len(idx) < len(ev),
-                        "n_train": len(tr) if tr is not None else None}
+                        "n_train": run.train_pass.n if tr is not None else None}
             parts = [self._truncation(run, ev, tr, idx), self._tokenisation(run, ev, tr, idx),
                      self._baselines(run, ev, tr, idx), directions]
             if directions is None:

@@ -57,10 +57,10 @@ class DataBudget(Check):
         o = self.opts
         model = run.model()
         n_params = sum(p.numel() for p in model.module.parameters())
-        data = run.train_data
-        tokens = sum(len(x) for x in data.input_ids)
+        data, tp = run.train_data, run.train_pass  # train_data may be a sample; train_pass saw every row
+        tokens = tp.tokens
         per_param = tokens / max(n_params, 1)
-        ev: dict[str, Any] = {"n_train_examples": len(data), "train_tokens": tokens,
+        ev: dict[str, Any] = {"n_train_examples": tp.n, "train_tokens": tokens,
                               "n_params": n_params, "tokens_per_param": C.num(per_param, 3),
                               "chinchilla_reference_tokens_per_param": CHINCHILLA_TOKENS_PER_PARAM,
                               "reference_note": "Chinchilla's ~20 is for compute-optimal LM "
@@ -80,7 +80,7 @@ class DataBudget(Check):
                    "eval_loss": C.num(eval_scores.token_mean_loss, 3)})
         if tr < o["min_train_accuracy"] or tr - va < o["min_accuracy_gap"]:
             return []
-        msg = (f"The model memorised its {len(data)} training examples (train accuracy {tr:.0%}) but "
+        msg = (f"The model memorised its {tp.n} training examples (train accuracy {tr:.0%}) but "
                f"reaches only {va:.0%} on held-out data: {per_param:.3g} data tokens per parameter, "
                f"{CHINCHILLA_TOKENS_PER_PARAM / max(per_param, 1e-12):,.0f}x under Chinchilla's ~20 "
                "(a reference for LMs, not a law here), far too little data for this model.")

@@ -1,7 +1,6 @@
 """R209 train-duplicates: repeated (and near-repeated) examples inside the training set."""
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -10,6 +9,7 @@ from degrade.check import Check
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
 from degrade.probing.minhash import MinHasher, jaccard, multiset_shingles
+from degrade.run.train_pass import row_hashes
 
 
 class TrainDuplicates(Check):
@@ -31,7 +31,9 @@ class TrainDuplicates(Check):
     wastes the data budget and pushes the model to memorise them (Lee et al. 2022, "Deduplicating
     training data makes language models better"); conflicting labels are label noise.
 
-    Evidence used: the training data (input_ids, labels/label).
+    Evidence used: exact duplicates and conflicts from hashes of every training row
+    (run.train_pass, streamed when the file is larger than the budget keeps in memory); near
+    duplicates among the training rows in memory (a uniform sample of a large file).
 
     Fix: deduplicate the training set (exact, then near with MinHash), resolve conflicting labels.
 
@@ -50,18 +52,16 @@ class TrainDuplicates(Check):
 
     def run(self, run):
         o = self.opts
-        data = run.train_data
-        n = len(data)
+        data, tp = run.train_data, run.train_pass  # data may be a sample; tp saw every row
+        n = tp.n
         if n == 0:
             return []
-        keys = [(tuple(data.input_ids[i]), self._target(data, i)) for i in range(n)]
-        counts = Counter(keys)
-        exact = sum(c - 1 for c in counts.values())
-        by_input: dict[tuple, set] = defaultdict(set)
-        for x, y in keys:
-            by_input[x].add(y)
-        conflicted = sum(1 for x, y in keys if len(by_input[x]) > 1)
-        near, searched = self._near(data, counts, keys)
+        pair, inp = tp.pair_hash, tp.input_hash
+        distinct, first, counts = np.unique(pair, return_index=True, return_counts=True)
+        exact = int(n - distinct.size)
+        inputs, per_input = np.unique(inp[first], return_counts=True)  # distinct targets per input
+        conflicted = int(np.isin(inp, inputs[per_input > 1]).sum())
+        near, searched = self._near(data)
         frac = (exact + near) / n
         ev: dict[str, Any] = {"n_train_examples": n, "exact_duplicates": exact,
                               "exact_fraction": C.num(exact / n, 3),
@@ -69,8 +69,7 @@ class TrainDuplicates(Check):
                               "duplicate_fraction": C.num(frac, 3),
                               "conflicting_label_examples": conflicted,
                               "conflict_fraction": C.num(conflicted / n, 3),
-                              "most_repeated": [{"input_ids": list(k[0])[:20], "count": c}
-                                                for k, c in counts.most_common(3) if c > 1]}
+                              "most_repeated": self._most_repeated(data, first, counts)}
         if exact + near + conflicted == 0:
             return []
         msg = (f"{frac:.1%} of the training examples repeat an earlier one ({exact} exact, {near} near "
@@ -83,16 +82,24 @@ class TrainDuplicates(Check):
         return [self.finding("info", msg, confidence=0.5, evidence=ev, fix=fix, next_experiment=nxt)]
 
     @staticmethod
-    def _target(data, i: int):
-        if data.label is not None:
-            return data.label[i]
-        return tuple(data.labels[i]) if data.labels is not None else None
+    def _most_repeated(data, first: np.ndarray, counts: np.ndarray) -> list[dict[str, Any]]:
+        """The three most repeated examples: their first row, count and input (when in memory)."""
+        at = {r: k for k, r in enumerate(data.rows)} if data.rows is not None else None
+        out = []
+        for j in np.argsort(-counts, kind="stable")[:3]:
+            if counts[j] < 2:
+                break
+            row = int(first[j])
+            k = row if at is None else at.get(row)
+            out.append({"train_row": row, "count": int(counts[j]),
+                        "input_ids": list(data.input_ids[k])[:20] if k is not None else None})
+        return out
 
-    def _near(self, data, counts: Counter, keys: list) -> tuple[int, int]:
-        """Near duplicates among distinct, long-enough examples (each counted once)."""
-        first = {}
-        for i, k in enumerate(keys):
-            first.setdefault(k, i)
+    def _near(self, data) -> tuple[int, int]:
+        """Near duplicates among the distinct, long-enough examples in memory (each counted once)."""
+        first: dict[int, int] = {}
+        for i in range(len(data)):
+            first.setdefault(row_hashes(data, i)[1], i)
         idx = [i for i in first.values() if len(data.input_ids[i]) >= 8]
         if len(idx) < 2:
             return 0, len(idx)
