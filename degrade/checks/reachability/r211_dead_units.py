@@ -1,0 +1,138 @@
+"""R211 dead-units: MLP units that never activate (dying ReLU and its GELU/SiLU cousins)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from degrade.check import Check, CheckSkipped
+from degrade.checks.reachability import curves as C
+from degrade.layers import Layer
+from degrade.probing.activations import find_activations, run_probe, unit_activity
+from degrade.record.layer_stats import read_layer_stats
+
+
+class DeadUnits(Check):
+    """MLP units that never activate on real inputs (dead units, the "dying ReLU" problem).
+
+    What it detects: the MLP activation modules (class name containing GELU, ReLU, SiLU or
+    Activation, outside attention; else the input of each MLP block's down-projection) are hooked
+    during forward passes on a sample of sequences. Per unit (last axis), over non-padding tokens:
+    the fraction of tokens with output > 0, and the 95th percentile of |output|. A unit is dead
+    when its output is never positive on the sample: for ReLU it is then exactly 0 and passes no
+    gradient; for GELU/SiLU it sits on the flat negative tail (gradient ~0 once the pre-activation
+    is a few units below 0). Per layer: the fraction of dead units.
+      - warning: some MLP layer has more than `layer_dead` (50%) dead units (TheDeepChecker flags
+        a layer when > 50% of its units have p95 activation < 1e-5; ANCHORS.md);
+      - error: more than `model_dead` (50%) of all MLP units in the model are dead: the MLPs have
+        lost most of their capacity, whatever the layer-by-layer picture. A trained network does
+        not choose this: a unit stops firing when one large update (an LR too high) or a bad init
+        (large negative biases, badly scaled weights) pushes its pre-activation below 0 for every
+        input, after which ReLU passes it no gradient to recover.
+    The evidence also gives, per layer, DeepDiagnosis's layer-level symptom (the share of all
+    outputs <= 0; >= 70% is its dying-ReLU sign), the units with p95 |output| < 1e-5
+    (TheDeepChecker's count), and, when the run was recorded with degrade.Recorder with
+    activations=True, each activation module's frac_zero (share of exact zeros; for ReLU the
+    share of outputs <= 0) at the first and last recorded step: units that died during training
+    show as a rising frac_zero.
+
+    Why it matters: a dead unit is capacity the model paid for and cannot use; a model whose MLPs
+    are mostly dead is a much smaller model than the one designed, so its results say little
+    about the architecture.
+
+    Evidence used: the model, the eval data (the training data when no eval data is given: unit
+    activity needs inputs, not held-out labels), layers.jsonl activation stats when present.
+
+    Fix: lower the peak LR and add warmup; check the initialisation (biases near 0, weights
+    scaled ~1/sqrt(fan_in)); prefer GELU/SiLU to ReLU (no hard zero-gradient region); LeakyReLU
+    if ReLU must stay.
+
+    Options:
+      max_sequences (128): sequences in the probe sample (budget.max_eval_examples caps it too).
+      max_length (128): tokens per probe sequence (longer ones are cut).
+      layer_dead (0.5): the dead fraction of one layer above which it is a warning (TheDeepChecker).
+      model_dead (0.5): the dead fraction of all MLP units above which it is an error ("most").
+      p95_floor (1e-5): p95 |output| below which a unit counts in TheDeepChecker's number.
+    """
+
+    code, name, layer = "R211", "dead-units", Layer.REACHABILITY
+    needs = frozenset({"model"})
+    options = {"max_sequences": 128, "max_length": 128, "layer_dead": 0.5, "model_dead": 0.5,
+               "p95_floor": 1e-5}
+
+    def run(self, run):
+        o = self.opts
+        model = run.model()
+        mods, how = find_activations(model.module)
+        if not mods:
+            raise CheckSkipped("no MLP activation module (GELU/ReLU/SiLU/Activation) and no MLP block "
+                               "found to hook")
+        _, split, batches = run_probe(run, o)
+        stats = unit_activity(model, batches, mods)
+        if not stats:
+            raise CheckSkipped(f"the hooked modules ({how}) produced no floating-point output")
+        layers = []
+        for s in stats:
+            dead = s.frac_positive <= 0
+            layers.append({"module": s.name, "units": s.units, "tokens": s.tokens,
+                           "dead": int(dead.sum()), "dead_fraction": C.num(dead.mean(), 3),
+                           "outputs_nonpositive": C.num(s.frac_nonpositive, 3),
+                           "p95_below_floor": int((s.p95_abs < o["p95_floor"]).sum()),
+                           "median_frac_positive": C.num(float(np.median(s.frac_positive)), 3)})
+        total = sum(s.units for s in stats)
+        n_dead = sum(int(L["dead"]) for L in layers)
+        frac = n_dead / max(total, 1)
+        bad = [L for L in layers if L["dead"] / max(L["units"], 1) > o["layer_dead"]]
+        ev: dict[str, Any] = {"data": split, "sequences": sum(int(b[0].shape[0]) for b in batches),
+                              "hooked": how, "layers": layers, "units": total, "dead_units": n_dead,
+                              "dead_fraction": C.num(frac, 3), "layer_dead_threshold": o["layer_dead"],
+                              "model_dead_threshold": o["model_dead"]}
+        rec = self._recorder(run, [s.name for s in stats])
+        if rec:
+            ev["recorder_frac_zero"] = rec
+        if not bad and frac <= o["model_dead"]:
+            return []
+        rose = [f"{n} {r['first']:.0%} -> {r['last']:.0%}" for n, r in rec.items()
+                if r["last"] is not None and r["first"] is not None and r["last"] - r["first"] >= 0.2]
+        rec_txt = (" The recorder saw the share of zero outputs rise during training "
+                   f"({'; '.join(rose[:3])}).") if rose else ""
+        worst = max(layers, key=lambda L: L["dead"] / max(L["units"], 1))
+        fix = ("Lower the peak LR and add warmup; check the init (biases near 0, weights ~1/sqrt(fan_in)); "
+               "prefer GELU/SiLU to ReLU (or LeakyReLU).")
+        nxt = ("Rerun with the peak LR divided by 3-10 (and warmup) from the same init and count dead "
+               "units at the same step (`degrade diagnose --select R211`): far fewer dead units points "
+               "at the LR; the same count right after init points at the init.")
+        if frac > o["model_dead"]:
+            return [self.finding(
+                "error", f"{n_dead} of {total} MLP units ({frac:.0%}) never activate on {ev['sequences']} "
+                f"{split} sequences: the MLPs have lost most of their capacity ({len(bad)} of "
+                f"{len(layers)} layers are more than {o['layer_dead']:.0%} dead; worst {worst['module']}, "
+                f"{worst['dead_fraction']:.0%}).{rec_txt}", confidence=0.75, evidence=ev, fix=fix,
+                next_experiment=nxt)]
+        names = ", ".join(f"{L['module']} ({L['dead_fraction']:.0%})" for L in bad[:4])
+        return [self.finding(
+            "warning", f"{len(bad)} MLP layer(s) have more than {o['layer_dead']:.0%} dead units (never "
+            f"positive on {ev['sequences']} {split} sequences): {names}; {frac:.0%} of all MLP units are "
+            f"dead.{rec_txt}", confidence=0.5, evidence=ev, fix=fix, next_experiment=nxt)]
+
+    @staticmethod
+    def _recorder(run, names: list[str]) -> dict[str, dict[str, Any]]:
+        if run.native_dir is None:
+            return {}
+        stats = read_layer_stats(run.native_dir)
+        if not stats or not stats.activations:
+            return {}
+        out = {}
+        for name in names:
+            base = name.split("#")[0]
+            col = stats.activations.get(base)
+            if col is None:
+                continue
+            fz = col["frac_zero"]
+            ok = np.isfinite(fz)
+            if not ok.any():
+                continue
+            st, v = stats.steps[ok], fz[ok]
+            out[base] = {"first_step": int(st[0]), "first": C.num(v[0], 3),
+                         "last_step": int(st[-1]), "last": C.num(v[-1], 3), "records": int(ok.sum())}
+        return out
