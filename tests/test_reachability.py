@@ -411,3 +411,31 @@ def test_real_rnpcs_bart_single_entry_is_skipped():
     assert r["R201"].status == "skipped" and "1 training-loss point" in r["R201"].reason
     assert r["R202"].status == "skipped" and "no evaluation" in r["R202"].reason
     assert r["R203"].status == "skipped" and "1 finite training-loss point" in r["R203"].reason
+
+
+def _sigmoid_drop(s, centre):
+    """A loss leaving its plateau at ln 2 (a binary classifier at chance), falling by 0.5 around `centre`."""
+    return math.log(2) - 0.5 / (1 + np.exp(-(s - centre) / 80))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_descent_cut_while_accelerating_is_an_error(seed):
+    """Stopped as the loss leaves its plateau: the saturating fits understate the gain, so the
+    strength rule alone would not fire; the accelerating-descent rule does."""
+    s = np.arange(10, 1010, 10)
+    es = np.arange(50, 1050, 50)
+    run = make_run(s, noisy(_sigmoid_drop(s, 1250), 0.002, seed),
+                   evals=(es, noisy(_sigmoid_drop(es, 1250), 0.001, seed + 1)))
+    found = errors(R201().run(run))
+    assert found and found[0].evidence["strength"] < 0.5  # below even the warning bar
+    assert found[0].evidence["accelerating_descent"]["slope_last_half_per_1k"] < 0
+    assert "middle of its descent" in found[0].message
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_finished_plateau_then_drop_is_not_accelerating(seed):
+    s = np.arange(10, 4010, 10)
+    es = np.arange(100, 4100, 100)
+    run = make_run(s, noisy(_sigmoid_drop(s, 1500), 0.002, seed),
+                   evals=(es, noisy(_sigmoid_drop(es, 1500), 0.001, seed + 1)))
+    assert not any("accelerating_descent" in f.evidence for f in R201().run(run))

@@ -37,6 +37,11 @@ class LossNotConverged(Check):
         p <= max_slope_p); or the run stopped before `unfinished_fraction` of its max_steps with
         the LR still above 10% of its peak while the curve still falls (strength >= 0.1, trend
         p <= 5 x max_slope_p: the unfinished schedule is itself evidence);
+      - error: the descent is accelerating: the last half of the fitted region falls at least
+        `accelerate_factor` times as fast as the first half, clearly (trend p <= max_slope_p) and
+        by more than 3 noise sigmas. Both fitted families saturate, so on a curve that is still
+        entering its fall (a loss leaving its plateau at the initial value, ln 2 for a binary
+        classifier) they understate the gain, and the strength rule above cannot fire;
       - warning: strength >= 0.5 (lower quartile >= 0.25) and falling;
       - info: strength >= 0.1 and falling ("still improving slowly"), or an unfinished schedule
         on a flat curve.
@@ -70,6 +75,9 @@ class LossNotConverged(Check):
       min_points (5): points needed in the fitted region for a curve to be fitted.
       unfinished_fraction (0.9): global_step below this fraction of max_steps, with the LR still
         above 10% of its peak, means the run stopped before its own schedule's end.
+      accelerate_factor (2.0): a saturating curve decelerates, so its later slope is smaller than
+        its earlier one and noise alone moves the ratio around values below 1; twice as steep, with
+        a significant trend and a drop beyond 3 noise sigmas, leaves only curves still speeding up.
       Loss-curve extrapolation by power-law fits: ANCHORS.md ("Scaling law with LR annealing",
       2024, fits L(s) = L0 + A*S1^-alpha - C*S2).
     """
@@ -77,7 +85,8 @@ class LossNotConverged(Check):
     code, name, layer = "R201", "loss-not-converged", Layer.REACHABILITY
     needs = frozenset({"train_curve"})
     options = {"min_gain_fraction": 0.10, "min_drop_fraction": 0.05, "max_slope_p": 0.01,
-               "skip_fraction": 0.10, "min_points": 5, "unfinished_fraction": 0.9}
+               "skip_fraction": 0.10, "min_points": 5, "unfinished_fraction": 0.9,
+               "accelerate_factor": 2.0}
 
     def run(self, run):
         h = run.history
@@ -196,6 +205,16 @@ class LossNotConverged(Check):
                                  fix="Resume from the last checkpoint and finish the planned schedule "
                                      "(the LR decay still to come usually lowers the loss further).",
                                  next_experiment=nxt)]
+        accel = self._accelerating(fs, fv, half, noise)
+        if falling and accel is not None:
+            ev["accelerating_descent"] = accel
+            msg = (f"The {label} loss falls faster at the end than before: "
+                   f"{accel['slope_last_half_per_1k']} per 1k steps over the last half of the fitted "
+                   f"region vs {accel['slope_first_half_per_1k']} over the first half. The run stopped "
+                   f"in the middle of its descent, where a saturating fit (projected "
+                   f"{C.num(gain, 2)} from doubling the steps) understates what more steps give." + note)
+            return [self.finding("error", msg, confidence=0.7 if which == "eval" else 0.6, evidence=ev,
+                                 fix=fix, next_experiment=nxt)]
         if falling and strength >= 0.5 and strength_q25 >= 0.25:
             return [self.finding("warning", f"{base}: still improving, below the not-converged bar.{note}",
                                  confidence=0.5, evidence=ev, fix=fix, next_experiment=nxt)]
@@ -224,6 +243,20 @@ class LossNotConverged(Check):
         if frac < self.opts["unfinished_fraction"] and (lr_ratio is None or lr_ratio >= 0.1):
             return frac
         return None
+
+    def _accelerating(self, fs: np.ndarray, fv: np.ndarray, half: int, noise: float) -> dict | None:
+        """The fitted region's last half falls accelerate_factor x faster than its first half, by
+        more than 3 noise sigmas: a curve still entering its fall (see the docstring)."""
+        if fs.size < half + 3:  # the first part needs 4 points of its own (it shares one)
+            return None
+        first, _ = C.slope_t(fs[:fs.size - half + 1], fv[:fs.size - half + 1])
+        last, _ = C.slope_t(fs[-half:], fv[-half:])
+        drop = float(fv[-half] - fv[-1])
+        if not (last < 0 and last <= self.opts["accelerate_factor"] * min(first, 0.0) - 1e-12
+                and drop >= 3 * noise):
+            return None
+        return {"slope_first_half_per_1k": C.num(first * 1000), "slope_last_half_per_1k": C.num(last * 1000),
+                "drop_last_half": C.num(drop), "noise_sigma": C.num(noise)}
 
     @staticmethod
     def _next_experiment(run, which: str, label: str, steps: np.ndarray, proj: C.Projection,
