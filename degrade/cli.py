@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("run_b")
     k.add_argument("--format", choices=("text", "json"), default="text")
     k.add_argument("--output", "-o", help="write the result here instead of stdout")
+
+    c = sub.add_parser("learning-curve", help="eval metric against training-set size across runs: "
+                       "would more data of the same kind still pay?")
+    c.add_argument("runs", nargs="+", help="two or more run dirs that differ in training-data size")
+    c.add_argument("--sizes", help="comma-separated training-set sizes, one per run (default: the "
+                   "manifest, else an estimate from trainer_state.json)")
+    c.add_argument("--metric", default="loss", help="eval metric to read (default: loss)")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--output", "-o", help="write the result here instead of stdout")
     return p
 
 
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return {"diagnose": _diagnose, "checks": _checks, "report": _report, "demo": _demo, "bench": _bench,
-                "compare": _compare}[args.command](args)
+                "compare": _compare, "learning-curve": _learning_curve}[args.command](args)
     except InputError as e:
         print(f"degrade: error: {e}", file=sys.stderr)
         return 2
@@ -154,12 +163,31 @@ def _report(args) -> int:
 
 def _compare(args) -> int:
     """Exit 0 with the comparison; 2 on bad input (the shared InputError handler)."""
-    import json
-
     from degrade.compare import compare
     from degrade.report.compare_text import render
     c = compare(args.run_a, args.run_b)
-    text = json.dumps(c.to_dict(), indent=2, default=str) + "\n" if args.format == "json" else render(c)
+    return _write_result(c.to_dict(), render(c), args)
+
+
+def _learning_curve(args) -> int:
+    """Exit 0 with the curve; 2 on bad input (the shared InputError handler)."""
+    from degrade.errors import InputError
+    from degrade.learning_curve import learning_curve
+    from degrade.report.learning_curve_text import render
+    sizes = None
+    if args.sizes:
+        try:
+            sizes = [float(x) for x in args.sizes.split(",")]
+        except ValueError:
+            raise InputError(Path(args.runs[0]), f"--sizes {args.sizes!r} is not a list of numbers") from None
+    c = learning_curve(args.runs, sizes, args.metric)
+    return _write_result(c.to_dict(), render(c), args)
+
+
+def _write_result(as_json: dict, as_text: str, args) -> int:
+    """--format json|text to --output or stdout; exit 0."""
+    import json
+    text = json.dumps(as_json, indent=2, default=str) + "\n" if args.format == "json" else as_text
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
