@@ -14,14 +14,13 @@ from degrade.layers import Layer
 __version__ = "0.1.0"
 
 __all__ = ["diagnose", "Diagnosis", "Finding", "Severity", "Layer", "Check", "CheckResult",
-           "InputError", "Recorder", "DegradeCallback", "__version__"]
+           "InputError", "Recorder", "DegradeCallback", "DegradeLightningCallback", "__version__"]
+
+_RECORDERS = ("Recorder", "DegradeCallback", "DegradeLightningCallback")
 
 
-def __getattr__(name):  # the recorders pull in torch/transformers: import them on first use
-    if name == "Recorder":
-        from degrade.record.recorder import Recorder
-        return Recorder
-    if name == "DegradeCallback":
-        from degrade.record.callback import DegradeCallback
-        return DegradeCallback
+def __getattr__(name):  # the recorders pull in torch/transformers/lightning: import on first use
+    if name in _RECORDERS:
+        import degrade.record
+        return getattr(degrade.record, name)
     raise AttributeError(f"module 'degrade' has no attribute {name!r}")

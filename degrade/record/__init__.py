@@ -2,16 +2,18 @@
 
 - `Recorder` (degrade.record.recorder): plain PyTorch loops;
 - `DegradeCallback` (degrade.record.callback): the Hugging Face Trainer;
+- `DegradeLightningCallback` (degrade.record.lightning): a Lightning Trainer;
 - `read_layer_stats`, `tensor_digest` (degrade.record.layer_stats): what checks use to read
   layers.jsonl and compare parameters with initial_digest.json.
 
-Imported lazily: the callback pulls in transformers.
+Imported lazily: the callbacks pull in transformers and lightning.
 """
 from __future__ import annotations
 
 from degrade.record.manifest import FORMAT
 
-__all__ = ["FORMAT", "Recorder", "DegradeCallback", "read_layer_stats", "LayerStats", "tensor_digest"]
+__all__ = ["FORMAT", "Recorder", "DegradeCallback", "DegradeLightningCallback", "read_layer_stats",
+           "LayerStats", "tensor_digest"]
 
 
 def __getattr__(name):
@@ -21,6 +23,9 @@ def __getattr__(name):
     if name == "DegradeCallback":
         from degrade.record.callback import DegradeCallback
         return DegradeCallback
+    if name == "DegradeLightningCallback":
+        from degrade.record.lightning import DegradeLightningCallback
+        return DegradeLightningCallback
     if name in ("read_layer_stats", "LayerStats", "tensor_digest"):
         from degrade.record import layer_stats
         return getattr(layer_stats, name)
