@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from degrade.check import Check, CheckResult, CheckSkipped
 from degrade.errors import InputError
-from degrade.layers import WALK, Layer
+from degrade.layers import WALK
 from degrade.needs import missing
 from degrade.run.run import Run
 

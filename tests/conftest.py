@@ -115,6 +115,13 @@ class Lazy:
 
 
 # ---- fixtures --------------------------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_models_one_thread():
+    """Every test builds tiny models: one torch thread (see one_thread)."""
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def scenario_root(tmp_path_factory) -> Path:
     given = os.environ.get("DEGRADE_SCENARIOS_DIR")

@@ -26,15 +26,6 @@ from degrade.suite import run_one
 FACTORIES = "tests.i3_factories"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared CPU: one thread is several times faster than contended threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def copy_data():
     return copy_rows(2000, seed=1), copy_rows(200, seed=2)

@@ -25,13 +25,6 @@ from degrade.suite import run_one
 FACTORIES = "tests.i3_more_factories"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def copy_eval():

@@ -27,13 +27,6 @@ REAL_RUNS = Path("/work/shared/real-runs")
 STEPS = 150
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _key(r):
     return tuple(r["input_ids"])

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import save_file
 
 from degrade.bench.tasks import IGNORE, copy_rows, order_rows
@@ -29,13 +28,6 @@ from tests.obs_factories import OracleCopy, OracleOrder
 
 FACTORIES = "tests.obs_factories"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model_dir(root, name, module):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from degrade.bench.tasks import IGNORE, modular_addition_rows
 from degrade.bench.train import tiny_gpt2, write_jsonl
@@ -24,14 +23,6 @@ def recall_rows(n: int, seed: int, keys: int = 8, values: int = 8) -> list[dict]
         ids = [int(t) for kv in zip(ks, vs) for t in kv] + [keys + values, int(ks[q]), int(vs[q])]
         rows.append({"input_ids": ids, "labels": [IGNORE] * (len(ids) - 1) + [int(vs[q])]})
     return rows
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

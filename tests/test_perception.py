@@ -96,15 +96,12 @@ def nope_tiny_gpt():
 
 # ---- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def importable_factories():
     here = str(Path(__file__).parent)
     added = here not in sys.path
     if added:
         sys.path.insert(0, here)  # so that --model-factory test_perception:... imports
     yield
-    torch.set_num_threads(n)
     if added:
         sys.path.remove(here)
 

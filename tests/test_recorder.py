@@ -19,14 +19,6 @@ from degrade.run.load import load_model
 VOCAB, SEQ = 20, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest (and steadiest on a busy machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class TinyLM(nn.Module):
     """A plain causal LM (not a transformers model): rebuilt through the factory below."""

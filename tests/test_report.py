@@ -17,7 +17,7 @@ from degrade.errors import InputError
 from degrade.finding import Finding, Severity
 from degrade.ladder import walk
 from degrade.layers import Layer
-from degrade.report import console, html, markdown, svg
+from degrade.report import console, svg
 from degrade.report.from_json import load_diagnosis
 
 XSS = "<script>alert(1)</script>"
