@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from degrade.bench.tasks import copy_rows, order_rows
 from degrade.bench.tiny_gpt import TinyGPT
-from degrade.bench.train import Collator, tiny_bert_classifier, tiny_gpt2, train_hf, write_jsonl
+from degrade.bench.train import tiny_bert_classifier, tiny_gpt2, train_hf, write_jsonl
 from degrade.checks.instantiation.i301_causal_mask_leak import CausalMaskLeak
 from degrade.checks.instantiation.i302_component_ablation import ComponentAblation
 from degrade.checks.instantiation.i303_position_use import (PositionUse, cls_order_structure,
@@ -23,6 +23,8 @@ from degrade.probing.components import find_components
 from degrade.run import RunOptions, open_run
 from degrade.suite import run_one
 
+from tests.tiny_training import train_lm
+
 FACTORIES = "tests.i3_factories"
 
 
@@ -33,18 +35,7 @@ def copy_data():
 
 def _train(model, rows, steps, lr=3e-3, seed=0, batch=32):
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    collate, g = Collator(), torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        b = collate([rows[i] for i in torch.randint(0, len(rows), (batch,), generator=g).tolist()])
-        logits = model(b["input_ids"], b["attention_mask"])
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                 b["labels"][:, 1:].reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_lm(model.train(), rows, steps, lr=lr, batch=batch, seed=seed)
 
 
 def _factory_run(root, name, model, eval_rows, factory):

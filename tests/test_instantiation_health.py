@@ -22,6 +22,8 @@ from degrade.probing.softmax_capture import capture_softmax
 from degrade.run import RunOptions, open_run
 from degrade.suite import run_one
 
+from tests.tiny_training import train_lm
+
 FACTORIES = "tests.i3_more_factories"
 
 
@@ -40,18 +42,7 @@ def order_eval():
 
 
 def _train(model, rows, steps, lr=1e-2, batch=32):
-    from degrade.bench.train import Collator
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    collate, g = Collator(), torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        b = collate([rows[i] for i in torch.randint(0, len(rows), (batch,), generator=g).tolist()])
-        logits = model(b["input_ids"], b["attention_mask"])
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                 b["labels"][:, 1:].reshape(-1), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_lm(model, rows, steps, lr=lr, batch=batch)
 
 
 def _factory_run(root, name, eval_rows, train_rows=None, history=None, train_steps=0):

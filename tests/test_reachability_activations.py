@@ -23,6 +23,8 @@ from degrade.probing.activations import one_hot_entropy
 from degrade.run import RunOptions, open_run
 from degrade.suite import run_one
 
+from tests.tiny_training import train_lm
+
 FACTORY = "tests.i3_factories:healthy"  # TinyGPT({}): the weights decide everything here
 
 
@@ -36,18 +38,7 @@ def _model(train_steps: int = 0) -> TinyGPT:
     torch.manual_seed(0)
     model = TinyGPT({})
     if train_steps:
-        from degrade.bench.train import Collator
-        rows = copy_rows(256, seed=1)
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        collate, g = Collator(), torch.Generator().manual_seed(0)
-        for _ in range(train_steps):
-            b = collate([rows[i] for i in torch.randint(0, len(rows), (32,), generator=g).tolist()])
-            logits = model(b["input_ids"], b["attention_mask"])
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                     b["labels"][:, 1:].reshape(-1), ignore_index=-100)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        train_lm(model, copy_rows(256, seed=1), train_steps)
     return model.eval()
 
 
