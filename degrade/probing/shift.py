@@ -232,7 +232,7 @@ def domain_test(X_train: np.ndarray, X_eval: np.ndarray, names: list[str], seed:
     z = (a - 0.5) / se
     p = 0.5 * math.erfc(z / math.sqrt(2))  # one-sided: AUC above chance
     drivers = []
-    for j, name in enumerate(kept_names):
+    for j, name in enumerate(kept_names if top else []):
         aj = auc(Xs[:, j], is_eval)
         drivers.append({"feature": name, "auc": round(aj, 3),
                         "train_mean": round(float(X_train[:, keep][:, j].mean()), 4),

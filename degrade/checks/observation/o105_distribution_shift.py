@@ -88,7 +88,7 @@ class DistributionShift(Check):
 
         unseen = self._unseen_targets(ev_tg, ev_lb, prof.targets)
         evidence: dict[str, Any] = {
-            "n_train": prof.n, "n_train_profiled": prof.n, "n_train_sampled": len(tr_ids),
+            "n_train": prof.n, "n_train_sampled": len(tr_ids),
             "n_eval": len(ev), "n_eval_sampled": len(eval_idx),
             "sampled": {"eval": len(eval_idx) < len(ev), "train_rows_in_classifier": len(tr_ids) < prof.n},
             "domain_classifier": test, "train_max_length": prof.max_length,
