@@ -161,6 +161,15 @@ def test_r211_dead_mlps_are_an_error(tmp_path, copy_eval):
     assert [L["module"] for L in f.evidence["layers"]] == ["blocks.0.mlp.1", "blocks.1.mlp.1"]
 
 
+def test_r211_dead_units_in_a_model_that_fits_its_data_are_a_warning(tmp_path, copy_eval):
+    """DESIGN.md: a dead part of a model that works is waste, not a shown cost. The same dead
+    model, judged against a fit bar it meets (0.0), is only a warning."""
+    run = _run(tmp_path, "dead_but_fits", _kill_mlps(_model()), copy_eval)
+    (f,) = _findings(run, DeadUnits, fit_accuracy=0.0)
+    assert f.severity is Severity.WARNING and f.evidence["dead_fraction"] == 1.0
+    assert "fit" in f.evidence and "waste" in f.message
+
+
 def test_r211_one_dead_layer_is_a_warning(tmp_path, copy_eval):
     model = _model()
     with torch.no_grad():
