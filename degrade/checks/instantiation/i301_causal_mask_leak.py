@@ -8,12 +8,9 @@ import torch
 
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
+from degrade.stats import num
 
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _num(x: float, digits: int = 4) -> float:
-    return float(f"{float(x):.{digits}g}")
 
 
 class CausalMaskLeak(Check):
@@ -107,9 +104,9 @@ class CausalMaskLeak(Check):
             module.train(was_training)
 
         ev = {"sequences": len(seqs), "cut_points": n_cuts, "cut_points_affected": n_affected,
-              "fraction_affected": _num(n_affected / max(n_cuts, 1), 3),
-              "max_abs_logit_change": _num(worst["abs"]), "max_relative_change": _num(worst["rel"]),
-              "logit_scale": _num(float(np.mean(scales))), "tolerance_abs": atol, "tolerance_rel": rtol,
+              "fraction_affected": num(n_affected / max(n_cuts, 1), 3),
+              "max_abs_logit_change": num(worst["abs"]), "max_relative_change": num(worst["rel"]),
+              "logit_scale": num(float(np.mean(scales))), "tolerance_abs": atol, "tolerance_rel": rtol,
               "attention_mask": "all ones"}
         if n_affected == 0:
             return []

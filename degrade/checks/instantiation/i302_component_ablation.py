@@ -1,7 +1,6 @@
 """I302 component-ablation: heads and MLPs that contribute nothing (or everything)."""
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
@@ -16,13 +15,7 @@ from degrade.probing.components import Component, find_components
 from degrade.probing.scoring import Scores, score
 from degrade.run.data import IGNORE_INDEX
 from degrade.run.load import CAUSAL_LM
-
-
-def _num(x: float, digits: int = 4) -> float | None:
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.{digits}g}")
+from degrade.stats import num
 
 
 def _layers_text(labels: list[str], limit: int = 12) -> str:
@@ -131,8 +124,8 @@ class ComponentAblation(Check):
         base = score(model, data, n, seed=seed)
         triv = self._trivial_loss(model.task, data, base.indices)
         gain = triv - base.token_mean_loss
-        ev: dict[str, Any] = {"examples": int(base.n), "base_loss": _num(base.token_mean_loss),
-                              "trivial_loss": _num(triv), "gain": _num(gain),
+        ev: dict[str, Any] = {"examples": int(base.n), "base_loss": num(base.token_mean_loss),
+                              "trivial_loss": num(triv), "gain": num(gain),
                               "components": comps.describe(), "mode": o["mode"],
                               "ablated": len(candidates), "sampled_components": sampled,
                               "probe_examples": probe.n, "effect_tol": tol}
@@ -166,9 +159,9 @@ class ComponentAblation(Check):
         carry = [c for c in live if deltas[c][0] >= o["carry_fraction"] * gain]
         harmful = [c for c in live if deltas[c][0] + 2 * deltas[c][1] < -thresh]
         ranked = sorted(deltas.items(), key=lambda kv: -kv[1][0])[:32]
-        ev["delta_loss"] = {c.label: _num(d[0], 3) for c, d in ranked}
-        ev["delta_loss_se"] = {c.label: _num(d[1], 2) for c, d in ranked}
-        ev["dead_threshold"] = _num(thresh, 3)
+        ev["delta_loss"] = {c.label: num(d[0], 3) for c, d in ranked}
+        ev["delta_loss_se"] = {c.label: num(d[1], 2) for c, d in ranked}
+        ev["dead_threshold"] = num(thresh, 3)
 
         # 4. Whole groups whose ablated members are all dead or inert: ablate the group at once.
         weak = set(dead) | set(inert)
@@ -191,8 +184,8 @@ class ComponentAblation(Check):
             eff = probe.effect(model, members, o["mode"], means)
             d = self._delta(model, data, n, seed, base, members, o["mode"], means)
             kind = "inert" if eff <= tol else ("negligible" if is_dead(d) else "redundant")
-            group_info.append({"group": what, "components": len(members), "joint_delta_loss": _num(d[0], 3),
-                               "joint_logit_change": _num(eff, 3), "reading": kind})
+            group_info.append({"group": what, "components": len(members), "joint_delta_loss": num(d[0], 3),
+                               "joint_logit_change": num(eff, 3), "reading": kind})
         if group_info:
             ev["groups"] = group_info
         inert_groups = [g for g in group_info if g["reading"] == "inert"]
@@ -238,7 +231,7 @@ class ComponentAblation(Check):
                 f"{_layers_text([c.label for c in carry])} "
                 f"{'carries' if len(carry) == 1 else 'each carry'} at least "
                 f"{o['carry_fraction']:.0%} of the model's gain over a trivial predictor: "
-                f"removing one alone costs up to {_num(max(deltas[c][0] for c in carry), 3)} nats.",
+                f"removing one alone costs up to {num(max(deltas[c][0] for c in carry), 3)} nats.",
                 confidence=0.6, evidence={**ev, "carrying": [c.label for c in carry]},
                 next_experiment="Not a fault: a small model may rely on one head. Check its "
                                 "attention pattern if the task should need several."))
@@ -265,7 +258,7 @@ class ComponentAblation(Check):
         pruned = " (all-zero weights can also be a deliberate pruning)" if zero_w and not (zero_out or no_effect) else ""
         fev = {**ev, "zero_output": [c.label for c in zero_out][:64],
                "zero_weights": [c.label for c in zero_w][:64],
-               "no_logit_effect": {c.label: _num(effect[c], 3) for c in no_effect[:64]},
+               "no_logit_effect": {c.label: num(effect[c], 3) for c in no_effect[:64]},
                "inert_heads": n_heads, "total_heads": len(comps.heads), "layers_entirely_inert": whole}
         return self.finding(
             "error",

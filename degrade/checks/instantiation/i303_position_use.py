@@ -14,15 +14,9 @@ from degrade.layers import Layer
 from degrade.probing.components import PositionModule, find_components, find_positions
 from degrade.run.data import IGNORE_INDEX
 from degrade.run.load import CAUSAL_LM
+from degrade.stats import num
 
 _LAMBDAS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
-
-
-def _num(x: float, digits: int = 4) -> float | None:
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.{digits}g}")
 
 
 def _tv(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -115,9 +109,9 @@ def lm_order_structure(seqs: list[list[int]], labels: list[list[int]], max_targe
     blind = min((c_uni, c_bi, c_bag), key=lambda x: x[0])
     order = best_of([(f"{blind[1]}+{key}({lam})", mix(blind[2], key, lam))
                      for key in ("skip2", "skip3", "induction") for lam in _LAMBDAS])
-    return {"targets": len(inst), "blind_best": blind[1], "blind_cv_nats": _num(blind[0]),
-            "order_best": order[1], "order_cv_nats": _num(order[0]),
-            "gain": _num(blind[0] - order[0])}
+    return {"targets": len(inst), "blind_best": blind[1], "blind_cv_nats": num(blind[0]),
+            "order_best": order[1], "order_cv_nats": num(order[0]),
+            "gain": num(blind[0] - order[0])}
 
 
 def cls_order_structure(seqs: list[list[int]], labels: list[int], top_k: int = 24) -> dict[str, Any]:
@@ -179,8 +173,8 @@ def cls_order_structure(seqs: list[list[int]], labels: list[int], top_k: int = 2
     g_held, _ = gain(ch, probs=probs)
     n_held = int(held.sum())
     return {"examples": n, "pair": [int(toks[a]), int(toks[b])],
-            "pair_coverage": _num(both[held, a, b].mean(), 3),
-            "gain": _num(g_held[a, b] / max(n_held, 1))}
+            "pair_coverage": num(both[held, a, b].mean(), 3),
+            "gain": num(g_held[a, b] / max(n_held, 1))}
 
 
 # ---- the model side ------------------------------------------------------------------------
@@ -343,10 +337,10 @@ class PositionUse(Check):
         invariant = r0 is not None and r0 < tol
         r = sens["perm_tv"] / sens["ref_tv"] if sens["ref_tv"] > 0 else float("nan")
         ev: dict[str, Any] = {
-            "first_layer_order_sensitivity": _num(r0, 3) if r0 is not None else None,
+            "first_layer_order_sensitivity": num(r0, 3) if r0 is not None else None,
             "first_attention_layer": first_attn, "invariance_tol": tol,
-            "order_sensitivity": _num(r, 3), "mean_tv_reordered": _num(sens["perm_tv"], 3),
-            "mean_tv_refilled": _num(sens["ref_tv"], 3), "blind_ratio": o["blind_ratio"],
+            "order_sensitivity": num(r, 3), "mean_tv_reordered": num(sens["perm_tv"], 3),
+            "mean_tv_refilled": num(sens["ref_tv"], 3), "blind_ratio": o["blind_ratio"],
             "reorderings": sens["pairs"], "sequences": len(seqs), "kept_first_token_fixed": bool(lo),
             "position_modules": sens["modules"], "config_declares_positions": declared}
         has_mechanism = bool(positions or declared)
@@ -356,7 +350,7 @@ class PositionUse(Check):
         if invariant and has_mechanism:
             what = ", ".join([p.module_name for p in positions] + [f"config {k}" for k in declared][:3])
             unwired.append(f"the first attention layer is exactly permutation-invariant (reordering "
-                           f"changes its heads' output {_num(r0, 3)} as much as refilling) although "
+                           f"changes its heads' output {num(r0, 3)} as much as refilling) although "
                            f"the model has a position mechanism ({what})")
         for m in sens["modules"]:
             if m["calls"] == 0 and m["kind"] == "learned":
@@ -392,7 +386,7 @@ class PositionUse(Check):
             return [self.finding(
                 "warning" if has_struct else "info",
                 f"No position information reaches the model: it has no position module and its "
-                f"first attention layer is exactly permutation-invariant (r0 {_num(r0, 3)}); its "
+                f"first attention layer is exactly permutation-invariant (r0 {num(r0, 3)}); its "
                 f"predictions change {ev['order_sensitivity']} as much under reordering as under "
                 f"refilling (what order it sees comes only from the causal mask, if any); {gain_txt}. "
                 f"That is the architecture's hypothesis, not a code bug: the perception layer owns it.",
@@ -495,8 +489,8 @@ class PositionUse(Check):
                     for at in ats:
                         tvs.append(float(_tv(p[at], origs[len(tvs)])))
             info.update({"calls": seen["calls"], "varies": seen["varies"], "length_seen": seen["length"],
-                         "ablation_tv": _num(np.mean(tvs), 3) if tvs else None,
-                         "ablation_ratio": _num(np.mean(tvs) / ref, 3) if tvs and ref > 0 else None})
+                         "ablation_tv": num(np.mean(tvs), 3) if tvs else None,
+                         "ablation_ratio": num(np.mean(tvs) / ref, 3) if tvs and ref > 0 else None})
             modules.append(info)
         return {"pairs": len(perm_tvs), "perm_tv": float(np.mean(perm_tvs)) if perm_tvs else 0.0,
                 "ref_tv": ref, "r0": r0, "modules": modules}

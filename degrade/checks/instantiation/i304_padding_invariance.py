@@ -10,12 +10,9 @@ from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.probing.components import find_positions
 from degrade.run.load import CAUSAL_LM
+from degrade.stats import num
 
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _num(x: float, digits: int = 4) -> float:
-    return float(f"{float(x):.{digits}g}")
 
 
 def _position_table(model) -> int:
@@ -125,9 +122,9 @@ class PaddingInvariance(Check):
         broken = {}
         for name, t in tests.items():
             affected = sum(1 for d, s in zip(t["max_abs"], t["scale"]) if d > atol + rtol * s)
-            row = {"max_abs_logit_change": _num(max(t["max_abs"])),
-                   "max_relative_change": _num(max(d / max(s, 1e-12) for d, s in zip(t["max_abs"], t["scale"]))),
-                   "sequences_affected": affected, "prediction_flips": _num(t["flips"] / max(t["preds"], 1), 3)}
+            row = {"max_abs_logit_change": num(max(t["max_abs"])),
+                   "max_relative_change": num(max(d / max(s, 1e-12) for d, s in zip(t["max_abs"], t["scale"]))),
+                   "sequences_affected": affected, "prediction_flips": num(t["flips"] / max(t["preds"], 1), 3)}
             ev[name] = row
             if affected:
                 broken[name] = row

@@ -10,12 +10,9 @@ from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.probing.components import find_components
 from degrade.probing.softmax_capture import capture_softmax
+from degrade.stats import num
 
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _num(x: float, digits: int = 4) -> float:
-    return float(f"{float(x):.{digits}g}")
 
 
 class AttentionNormalisation(Check):
@@ -132,7 +129,7 @@ class AttentionNormalisation(Check):
             scale = float(alone.std(dim=-1).mean())
             worst_abs, worst_rel = max(worst_abs, d), max(worst_rel, d / max(scale, 1e-12))
             affected += d > atol + rtol * scale
-        return {"max_abs_logit_change": _num(worst_abs), "max_relative_change": _num(worst_rel),
+        return {"max_abs_logit_change": num(worst_abs), "max_relative_change": num(worst_rel),
                 "sequences_affected": int(affected)}
 
     @staticmethod

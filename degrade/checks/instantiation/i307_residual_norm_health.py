@@ -1,7 +1,6 @@
 """I307 residual-norm-health: a broken residual stream or normalisation."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -11,11 +10,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.probing.batches import batches, sample_indices
 from degrade.probing.blocks import find_blocks, find_norms
-
-
-def _num(x: float, digits: int = 4) -> float | None:
-    x = float(x)
-    return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+from degrade.stats import num
 
 
 def _first_tensor(x):
@@ -178,7 +173,7 @@ class ResidualNormHealth(Check):
             # Over a subset of features a unit vector's std is only close to 1: a wider margin.
             tol = o["norm_tol"] * (1 if bool(usable.all()) else 5)
             off = float((d > tol).float().mean())
-            row = {"module": name, "median_deviation": _num(d.median()), "max_deviation": _num(d.max()),
+            row = {"module": name, "median_deviation": num(d.median()), "max_deviation": num(d.max()),
                    "tokens_off": round(off, 3), "tokens": int(d.numel()), "tolerance": tol}
             rows.append(row)
             if off > o["bad_token_fraction"]:
@@ -206,11 +201,11 @@ class ResidualNormHealth(Check):
             norms_by_block.append(float(torch.cat(tok_norms).mean()))
             spreads.append(float(np.median(np.concatenate(spread))) if spread else float("nan"))
         ratios = [b / a if a > 0 else float("inf") for a, b in zip(norms_by_block, norms_by_block[1:])]
-        ev.update({"block_output_norms": [_num(v) for v in norms_by_block],
-                   "block_norm_ratios": [_num(r, 3) for r in ratios],
-                   "token_spread_after_blocks": [_num(v, 3) for v in spreads]})
+        ev.update({"block_output_norms": [num(v) for v in norms_by_block],
+                   "block_norm_ratios": [num(r, 3) for r in ratios],
+                   "token_spread_after_blocks": [num(v, 3) for v in spreads]})
         spread_in = float(np.median(np.concatenate(first_in))) if first_in else None
-        ev["token_spread_block_input"] = _num(spread_in, 3) if spread_in is not None else None
+        ev["token_spread_block_input"] = num(spread_in, 3) if spread_in is not None else None
         out = []
         f = o["growth_factor"]
         if len(ratios) >= 2 and (all(r > f for r in ratios) or all(r < 1 / f for r in ratios)):

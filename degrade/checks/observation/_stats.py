@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from degrade.stats import num  # noqa: F401 - re-exported: checks call C.num / _stats.num
+
 Z95 = 1.959963984540054  # two-sided alpha = 0.05
 Z_POWER80 = 0.8416212335729143  # one-sided beta = 0.2
 MDE_FACTOR = Z95 + Z_POWER80  # 2.80
@@ -41,18 +43,6 @@ MDE_FACTOR = Z95 + Z_POWER80  # 2.80
 _PROPORTION_RE = re.compile(r"(^|_)(acc|accuracy|exact_match|em|top\d+_accuracy|match)(_|$)|accuracy")
 _APPROX_PROPORTION_RE = re.compile(r"(^|_)(f1|precision|recall)(_|$)")
 _LOSS_RE = re.compile(r"(^|_)(loss|perplexity|ppl|cer|wer)(_|$)")
-
-
-def num(x: Any, digits: int = 4) -> float | None:
-    """A JSON-friendly float rounded to `digits` significant digits (None for NaN/inf/None)."""
-    if x is None:
-        return None
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    if x == 0:
-        return 0.0
-    return float(f"{x:.{digits}g}")
 
 
 def metric_kind(name: str) -> str | None:

@@ -25,17 +25,12 @@ Equal n keeps "too little training data" (R208) from reading as a proxy.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from degrade.check import CheckSkipped
 from degrade.probing.baselines import cls_order_rungs, split_examples
-
-
-def _num(x: Any, digits: int = 4) -> float | None:
-    x = float(x)
-    return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+from degrade.stats import num
 
 
 def _fit_score(fit, fit_idx, score, score_idx, seed: int) -> np.ndarray:
@@ -75,22 +70,22 @@ def proxy_label(check, run) -> list:
     ev = {"task": "sequence-classification", "examples_per_fit": int(n),
           "held_out_eval_examples": int(len(B)),
           "baseline": "logistic regression on words, adjacent pairs and token precedence",
-          "eval_labels_within_eval": _num(w), "train_labels_to_eval": _num(t),
-          "train_labels_within_train": _num(tw), "eval_majority": _num(majority),
-          "gap": _num(gap), "gap_se": _num(se), "model_accuracy_held_out": _num(m)}
+          "eval_labels_within_eval": num(w), "train_labels_to_eval": num(t),
+          "train_labels_within_train": num(tw), "eval_majority": num(majority),
+          "gap": num(gap), "gap_se": num(se), "model_accuracy_held_out": num(m)}
     proxy = (gap >= g and gap > o["z"] * se and w >= majority + g and tw > t and m < w - g)
     if not proxy:
         return []
     run.context.setdefault("axes", []).append(
-        {"axis": "objective", "code": check.code, "kind": "proxy label", "gap": _num(gap, 3)})
+        {"axis": "objective", "code": check.code, "kind": "proxy label", "gap": num(gap, 3)})
     return [check.finding(
         "error",
         f"The training labels are a different function of the input than the eval labels (a "
         f"proxy): a count baseline fitted on {n} eval examples predicts held-out eval labels with "
-        f"accuracy {_num(w, 3)}, the same baseline fitted on {n} training examples only {_num(t, 3)} "
-        f"(gap {_num(gap, 3)} +- {_num(se, 2)}), while the training labels predict each other "
-        f"better ({_num(tw, 3)} within the training data): clean, but another function. The model "
-        f"reaches {_num(m, 3)}: it learned what its labels asked, which is not what the eval measures.",
+        f"accuracy {num(w, 3)}, the same baseline fitted on {n} training examples only {num(t, 3)} "
+        f"(gap {num(gap, 3)} +- {num(se, 2)}), while the training labels predict each other "
+        f"better ({num(tw, 3)} within the training data): clean, but another function. The model "
+        f"reaches {num(m, 3)}: it learned what its labels asked, which is not what the eval measures.",
         confidence=0.65, evidence=ev,
         fix="Train on the labels the eval uses (or fix the labelling rule that produced the training "
             "labels); a proxy label caps the eval accuracy at its agreement with the target.",

@@ -1,7 +1,6 @@
 """P401 baseline-ladder: does the model beat count-based baselines fitted on its own train data?"""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -10,21 +9,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.probing.baselines import Rung, cls_ladder, lm_ladder
 from degrade.run.load import CAUSAL_LM
-
-
-def _num(x: Any, digits: int = 4) -> float | None:
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.{digits}g}")
-
-
-def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean of a - b and its standard error (examples are the independent units)."""
-    d = a - b
-    if d.size < 2:
-        return float(d.mean()) if d.size else 0.0, float("inf")
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+from degrade.stats import num, paired_difference
 
 
 class BaselineLadder(Check):
@@ -113,21 +98,21 @@ class BaselineLadder(Check):
         # the best rung on each metric (a rung with a lower loss is the stronger baseline)
         best_l = min(rungs, key=lambda r: float(r.loss[keep].mean()))
         best_a = max(rungs, key=lambda r: float(r.correct[keep].mean()))
-        gain_l, se_l = _paired(best_l.loss[keep], m_loss)  # > 0: the model's loss is lower
-        gain_a, se_a = _paired(m_acc, best_a.correct[keep])  # > 0: the model is more accurate
+        gain_l, se_l = paired_difference(best_l.loss[keep], m_loss)  # > 0: the model's loss is lower
+        gain_a, se_a = paired_difference(m_acc, best_a.correct[keep])  # > 0: the model is more accurate
         base_loss = float(best_l.loss[keep].mean())
         beats_l = gain_l > o["z"] * se_l and gain_l > o["min_rel_gain"] * base_loss
         beats_a = gain_a > o["z"] * se_a and gain_a > o["min_acc_gain"]
         ev: dict[str, Any] = {
             "task": model.task, "examples": int(keep.sum()), "targets": int(w.sum()),
             "ladder": ladder,
-            "model": {"loss": _num(m_loss.mean()), "accuracy": _num(m_acc.mean()),
-                      "token_loss": _num((m_loss * w).sum() / w.sum()),
-                      "token_accuracy": _num((m_acc * w).sum() / w.sum())},
-            "best_rung_loss": best_l.name, "loss_gain": _num(gain_l), "loss_gain_se": _num(se_l),
-            "loss_gain_z": _num(gain_l / se_l) if se_l > 0 else None,
-            "best_rung_accuracy": best_a.name, "accuracy_gain": _num(gain_a),
-            "accuracy_gain_se": _num(se_a), "accuracy_gain_z": _num(gain_a / se_a) if se_a > 0 else None,
+            "model": {"loss": num(m_loss.mean()), "accuracy": num(m_acc.mean()),
+                      "token_loss": num((m_loss * w).sum() / w.sum()),
+                      "token_accuracy": num((m_acc * w).sum() / w.sum())},
+            "best_rung_loss": best_l.name, "loss_gain": num(gain_l), "loss_gain_se": num(se_l),
+            "loss_gain_z": num(gain_l / se_l) if se_l > 0 else None,
+            "best_rung_accuracy": best_a.name, "accuracy_gain": num(gain_a),
+            "accuracy_gain_se": num(se_a), "accuracy_gain_z": num(gain_a / se_a) if se_a > 0 else None,
             "baseline_details": {r.name: r.details for r in rungs},
             "note": "gains are model minus baseline on per-example means (loss: baseline - model); "
                     "losses in nats per target",
@@ -135,13 +120,13 @@ class BaselineLadder(Check):
         if beats_l or beats_a:
             what = []
             if beats_l:
-                what.append(f"loss {ev['model']['loss']} vs {_num(base_loss)} nats for the {best_l.name} "
+                what.append(f"loss {ev['model']['loss']} vs {num(base_loss)} nats for the {best_l.name} "
                             f"({100 * gain_l / max(base_loss, 1e-12):.0f}% lower)")
             if beats_a:
-                what.append(f"accuracy {ev['model']['accuracy']} vs {_num(best_a.correct[keep].mean())} "
+                what.append(f"accuracy {ev['model']['accuracy']} vs {num(best_a.correct[keep].mean())} "
                             f"for the {best_a.name}")
             if not beats_l and gain_l < -o["z"] * se_l:
-                what.append(f"but its loss is worse ({ev['model']['loss']} vs {_num(base_loss)} for the "
+                what.append(f"but its loss is worse ({ev['model']['loss']} vs {num(base_loss)} for the "
                             f"{best_l.name}): over-confident where it is wrong")
             return [self.finding("info", "The model beats the count-based baselines fitted on its train "
                                  "data: " + "; ".join(what) + ".", confidence=0.9, evidence=ev)]
@@ -149,17 +134,17 @@ class BaselineLadder(Check):
         # Which metric carries the verdict: loss for LMs, accuracy for classifiers.
         if lm:
             gain, se, best, metric = gain_l, se_l, best_l, "loss"
-            m_val, b_val = _num(m_loss.mean()), _num(base_loss)
+            m_val, b_val = num(m_loss.mean()), num(base_loss)
         else:
             gain, se, best, metric = gain_a, se_a, best_a, "accuracy"
-            m_val, b_val = _num(m_acc.mean()), _num(best_a.correct[keep].mean())
+            m_val, b_val = num(m_acc.mean()), num(best_a.correct[keep].mean())
         worse = gain < -o["z"] * se
         saturated, sat_note = self._saturation(rungs, keep, best, lm, o["z"])
         ev["ladder_saturates"] = saturated
         ev["saturation"] = sat_note
         unit = " nats per target" if metric == "loss" else ""
         compare = (f"eval {metric} {m_val} vs {b_val}{unit} for a {best.name} baseline fitted on the "
-                   f"training data (gain {_num(gain)} +- {_num(se)})")
+                   f"training data (gain {num(gain)} +- {num(se)})")
         if worse:
             sev, conf = "error", 0.8
             msg = (f"The model is worse than count-based baselines: {compare}. It has not learned even "
@@ -199,9 +184,9 @@ class BaselineLadder(Check):
     @staticmethod
     def _rung_row(r: Rung, keep: np.ndarray, w: np.ndarray) -> dict[str, Any]:
         loss, acc = r.loss[keep], r.correct[keep]
-        return {"rung": r.name, "order": r.order, "loss": _num(loss.mean()), "accuracy": _num(acc.mean()),
-                "token_loss": _num((loss * w).sum() / w.sum()),
-                "token_accuracy": _num((acc * w).sum() / w.sum())}
+        return {"rung": r.name, "order": r.order, "loss": num(loss.mean()), "accuracy": num(acc.mean()),
+                "token_loss": num((loss * w).sum() / w.sum()),
+                "token_accuracy": num((acc * w).sum() / w.sum())}
 
     @staticmethod
     def _saturation(rungs: list[Rung], keep: np.ndarray, best: Rung, lm: bool, z: float) -> tuple[bool, str]:
@@ -214,9 +199,9 @@ class BaselineLadder(Check):
         if below is None:
             return True, "only one rung"
         if lm:
-            g, se = _paired(below.loss[keep], top.loss[keep])
+            g, se = paired_difference(below.loss[keep], top.loss[keep])
         else:
-            g, se = _paired(top.correct[keep], below.correct[keep])
+            g, se = paired_difference(top.correct[keep], below.correct[keep])
         if g > z * se:
-            return False, f"the {top.name} beats the {below.name} by {_num(g)} +- {_num(se)}"
-        return True, f"the {top.name} beats the {below.name} only by {_num(g)} +- {_num(se)}"
+            return False, f"the {top.name} beats the {below.name} by {num(g)} +- {num(se)}"
+        return True, f"the {top.name} beats the {below.name} only by {num(g)} +- {num(se)}"

@@ -13,13 +13,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.probing.components import find_positions
 from degrade.run.load import CAUSAL_LM, ModelHandle
-
-
-def _num(x: Any, digits: int = 4) -> float | None:
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.{digits}g}")
+from degrade.stats import num
 
 
 @dataclass
@@ -52,10 +46,10 @@ class Split:
 
     def evidence(self) -> dict[str, Any]:
         return {"split_at_length": int(self.at), "examples_within": self.n_within,
-                "examples_beyond": self.n_beyond, "acc_within": _num(self.acc_within),
-                "acc_beyond": _num(self.acc_beyond), "drop": _num(self.drop), "drop_se": _num(self.se),
-                "drop_z": _num(self.z), "step_fits_better_than_line": bool(self.sharp),
-                "sse_step": _num(self.sse_step), "sse_line": _num(self.sse_line)}
+                "examples_beyond": self.n_beyond, "acc_within": num(self.acc_within),
+                "acc_beyond": num(self.acc_beyond), "drop": num(self.drop), "drop_se": num(self.se),
+                "drop_z": num(self.z), "step_fits_better_than_line": bool(self.sharp),
+                "sse_step": num(self.sse_step), "sse_line": num(self.sse_line)}
 
 
 def split_at(lengths: np.ndarray, correct: np.ndarray, at: int) -> Split:
@@ -101,7 +95,7 @@ def by_length(lengths: np.ndarray, correct: np.ndarray, max_rows: int = 30) -> l
         m = (lengths >= lo) & (lengths <= hi)
         if m.any():
             rows.append({"length": lo if lo == hi else f"{lo}-{hi}", "examples": int(m.sum()),
-                         "accuracy": _num(correct[m].mean(), 3)})
+                         "accuracy": num(correct[m].mean(), 3)})
     return rows
 
 
@@ -116,7 +110,7 @@ def by_position(pos_correct: np.ndarray, pos_count: np.ndarray, max_rows: int = 
         n = float(pos_count[lo:hi].sum())
         if n:
             rows.append({"position": int(lo) if hi - lo == 1 else f"{lo}-{hi - 1}", "targets": int(n),
-                         "accuracy": _num(pos_correct[lo:hi].sum() / n, 3)})
+                         "accuracy": num(pos_correct[lo:hi].sum() / n, 3)})
     return rows
 
 
@@ -219,9 +213,9 @@ def untrained_position_rows(module: nn.Module) -> dict[str, Any] | None:
     random_tail = abs(tail_cos) <= 4 / math.sqrt(d * (P - L)) + 0.05
     if sep < 6 or not random_tail:
         return None
-    return {"table": name, "rows": P, "rows_trained": L, "norm_trained": _num(np.median(h), 3),
-            "norm_untrained": _num(np.median(t), 3), "separation_sd": _num(sep, 3),
-            "untrained_adjacent_cosine": _num(tail_cos, 3)}
+    return {"table": name, "rows": P, "rows_trained": L, "norm_trained": num(np.median(h), 3),
+            "norm_untrained": num(np.median(t), 3), "separation_sd": num(sep, 3),
+            "untrained_adjacent_cosine": num(tail_cos, 3)}
 
 
 def position_scheme(module: nn.Module) -> dict[str, Any]:
@@ -381,9 +375,9 @@ class LengthCliff(Check):
         self._publish(run, "position", beyond=limit, s=s)
         return self.finding(
             "error",
-            f"Accuracy falls off a cliff past the trained length: {_num(s.acc_within, 3)} on sequences "
-            f"up to {limit} tokens ({where}), {_num(s.acc_beyond, 3)} on longer ones (drop "
-            f"{_num(s.drop, 3)}, {_num(s.z, 3)} SE; {s.n_beyond} examples). {why}",
+            f"Accuracy falls off a cliff past the trained length: {num(s.acc_within, 3)} on sequences "
+            f"up to {limit} tokens ({where}), {num(s.acc_beyond, 3)} on longer ones (drop "
+            f"{num(s.drop, 3)}, {num(s.z, 3)} SE; {s.n_beyond} examples). {why}",
             confidence=(0.8 if source == "train data" else 0.7) if learned else 0.65, evidence=ev,
             fix="Train on sequences as long as those you evaluate, or use positions that extrapolate "
                 "(ALiBi, or RoPE with scaling) instead of a learned absolute table.",
@@ -394,8 +388,8 @@ class LengthCliff(Check):
     def _inside(self, run, s: Split, ev, span: int | None, limit: int | None):
         where = (f"inside the trained length ({limit})" if limit else
                  "(the trained length is unknown: no train data, no untrained position rows)")
-        head = (f"Accuracy drops from {_num(s.acc_within, 3)} on sequences up to {s.at} tokens to "
-                f"{_num(s.acc_beyond, 3)} on longer ones (drop {_num(s.drop, 3)}, {_num(s.z, 3)} SE) {where}.")
+        head = (f"Accuracy drops from {num(s.acc_within, 3)} on sequences up to {s.at} tokens to "
+                f"{num(s.acc_beyond, 3)} on longer ones (drop {num(s.drop, 3)}, {num(s.z, 3)} SE) {where}.")
         if span is not None and span < int(np.max(ev["eval_lengths"])) and s.at >= span:
             self._publish(run, "distance", beyond=s.at, s=s, window=span)
             return self.finding(
@@ -419,18 +413,18 @@ class LengthCliff(Check):
             fix="Settle reachability first (longer training on the long examples); then consider "
                 "depth, context and position scheme.",
             next_experiment=f"Continue training on examples longer than {s.at} tokens only: if they "
-                            f"stay near {_num(s.acc_beyond, 3)}, the model cannot represent them "
+                            f"stay near {num(s.acc_beyond, 3)}, the model cannot represent them "
                             f"(perception/instantiation); if they rise, it was under-trained on them.")
 
     @staticmethod
     def _positions_split(scores, train_len: int) -> dict[str, Any]:
         pc, pn = scores.position_correct, scores.position_count
         w, b = pn[:train_len].sum(), pn[train_len:].sum()
-        return {"token_acc_positions_within": _num(pc[:train_len].sum() / w, 3) if w else None,
-                "token_acc_positions_beyond": _num(pc[train_len:].sum() / b, 3) if b else None,
+        return {"token_acc_positions_within": num(pc[:train_len].sum() / w, 3) if w else None,
+                "token_acc_positions_beyond": num(pc[train_len:].sum() / b, 3) if b else None,
                 "targets_beyond": int(b)}
 
     def _publish(self, run, axis: str, *, beyond: int, s: Split, **extra) -> None:
         run.context.setdefault("axes", []).append(
-            {"axis": axis, "code": self.code, "beyond": int(beyond), "acc_within": _num(s.acc_within, 3),
-             "acc_beyond": _num(s.acc_beyond, 3), **extra})
+            {"axis": axis, "code": self.code, "beyond": int(beyond), "acc_within": num(s.acc_within, 3),
+             "acc_beyond": num(s.acc_beyond, 3), **extra})

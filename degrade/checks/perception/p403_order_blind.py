@@ -1,7 +1,6 @@
 """P403 order-blind: an architecture with no position mechanism, on data where order matters."""
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
@@ -13,24 +12,11 @@ from degrade.layers import Layer
 from degrade.probing.baselines import cls_order_rungs, lm_ladder, split_examples
 from degrade.probing.components import find_positions
 from degrade.run.load import CAUSAL_LM, ModelHandle
+from degrade.stats import num, paired_difference
 
 # config keys that say a model gets positions without a module find_positions can see
 POSITION_HINTS = ("rope_theta", "rope_scaling", "rope_parameters", "rotary_dim", "rotary_pct", "alibi",
                   "use_alibi", "position_embedding_type", "max_relative_positions", "relative_attention_num_buckets")
-
-
-def _num(x: Any, digits: int = 4) -> float | None:
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.{digits}g}")
-
-
-def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    d = a - b
-    if d.size < 2:
-        return float(d.mean()) if d.size else 0.0, float("inf")
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
 
 
 def position_hints(module: torch.nn.Module) -> dict[str, Any]:
@@ -87,7 +73,7 @@ def order_sensitivity(model: ModelHandle, seqs: list[list[int]], rng: np.random.
         return {"pairs": n, "ratio": None}
     ref = float(np.mean([_tv(outs[i], outs[(i + 1) % n]) for i in range(n)]))
     perm = float(np.mean(perm_tvs))
-    return {"pairs": n, "mean_tv_reordered": _num(perm, 3), "mean_tv_different_inputs": _num(ref, 3),
+    return {"pairs": n, "mean_tv_reordered": num(perm, 3), "mean_tv_different_inputs": num(ref, 3),
             "ratio": perm / ref if ref > 0 else None, "kept_first_token_fixed": bool(lo)}
 
 
@@ -167,7 +153,7 @@ class OrderBlind(Check):
                      and a.get("axis") == "order" and a.get("code") == "I303"), None)
         if i303 is not None and i303.get("order_sensitivity") is not None:
             ratio = float(i303["order_sensitivity"])
-            ev["order_sensitivity"] = {"ratio": _num(ratio, 3), "source": "I303"}
+            ev["order_sensitivity"] = {"ratio": num(ratio, 3), "source": "I303"}
         else:
             rng = np.random.default_rng(run.options.seed)
             usable = [i for i, x in enumerate(eval_.input_ids) if len(x) >= 4]
@@ -180,7 +166,7 @@ class OrderBlind(Check):
                 raise CheckSkipped("the model's outputs do not depend on its input (or no sequence "
                                    "could be reordered): order use cannot be measured")
             ratio = sens["ratio"]
-            ev["order_sensitivity"] = {**sens, "ratio": _num(ratio, 3), "source": "measured"}
+            ev["order_sensitivity"] = {**sens, "ratio": num(ratio, 3), "source": "measured"}
         if ratio >= o["blind_ratio"]:
             return []
 
@@ -190,18 +176,18 @@ class OrderBlind(Check):
         ev["i303_data_has_order_structure"] = i303.get("data_has_order_structure") if i303 else None
         if not (data.get("dependent") or i303_ordered):
             return [self.finding(
-                "info", f"The model has no position mechanism and is order-blind (r = {_num(ratio, 3)}), "
+                "info", f"The model has no position mechanism and is order-blind (r = {num(ratio, 3)}), "
                         f"but no order structure was found in the data, so this costs nothing measurable.",
                 confidence=0.5, evidence=ev)]
         run.context.setdefault("axes", []).append(
-            {"axis": "order", "code": self.code, "order_sensitivity": _num(ratio, 3)})
+            {"axis": "order", "code": self.code, "order_sensitivity": num(ratio, 3)})
         why = data["summary"] if data.get("dependent") else (
             f"I303 found order structure in the data (order-aware count predictors beat order-blind "
             f"ones by {i303.get('data_order_gain')})")
         return [self.finding(
             "error",
             f"The model has no position mechanism and its output ignores token order (reordering "
-            f"the input moves its prediction {_num(ratio, 3)} as much as changing the input does), "
+            f"the input moves its prediction {num(ratio, 3)} as much as changing the input does), "
             f"while order matters in this data: {why}. The hypothesis that order does not matter "
             f"is wrong for this task.",
             confidence=0.75 if data.get("dependent") else 0.65, evidence=ev,
@@ -231,26 +217,26 @@ class OrderBlind(Check):
                 return {"dependent": False, "reason": "no targets to fit baselines on"}
             blind, aware = rungs["bigram"], rungs["trigram"]
             keep = np.isfinite(blind.loss) & (blind.loss > 0)
-            gain, se = _paired(blind.loss[keep], aware.loss[keep])
+            gain, se = paired_difference(blind.loss[keep], aware.loss[keep])
             base = float(blind.loss[keep].mean())
             dep = gain > o["z"] * se and gain > o["min_rel_gain"] * base
             return {"dependent": bool(dep), "fitted_on": fitted_on, "metric": "loss (nats per target)",
-                    "order_blind": {"rung": "bigram (current token)", "loss": _num(base)},
+                    "order_blind": {"rung": "bigram (current token)", "loss": num(base)},
                     "order_aware": {"rung": "trigram (two previous tokens in place)",
-                                    "loss": _num(aware.loss[keep].mean())},
-                    "gain": _num(gain), "gain_se": _num(se),
-                    "summary": f"a trigram beats a bigram by {_num(gain, 3)} +- {_num(se, 2)} nats "
-                               f"per target ({_num(base, 3)} -> {_num(aware.loss[keep].mean(), 3)})"}
+                                    "loss": num(aware.loss[keep].mean())},
+                    "gain": num(gain), "gain_se": num(se),
+                    "summary": f"a trigram beats a bigram by {num(gain, 3)} +- {num(se, 2)} nats "
+                               f"per target ({num(base, 3)} -> {num(aware.loss[keep].mean(), 3)})"}
         if train.label is None:
             return {"dependent": False, "reason": "the train data has no labels"}
         blind, aware = cls_order_rungs(train, eval_, idx, max_train_examples=run.budget.max_train_examples,
                                        seed=run.options.seed)
-        gain, se = _paired(aware.correct, blind.correct)
+        gain, se = paired_difference(aware.correct, blind.correct)
         dep = gain > o["z"] * se and gain > o["min_acc_gain"]
         return {"dependent": bool(dep), "fitted_on": fitted_on, "metric": "accuracy",
-                "order_blind": {"rung": blind.details["model"], "accuracy": _num(blind.correct.mean())},
-                "order_aware": {"rung": aware.details["model"], "accuracy": _num(aware.correct.mean())},
-                "gain": _num(gain), "gain_se": _num(se),
-                "summary": f"an order-aware count baseline is {_num(gain, 3)} +- {_num(se, 2)} more "
-                           f"accurate than a bag of words ({_num(blind.correct.mean(), 3)} -> "
-                           f"{_num(aware.correct.mean(), 3)})"}
+                "order_blind": {"rung": blind.details["model"], "accuracy": num(blind.correct.mean())},
+                "order_aware": {"rung": aware.details["model"], "accuracy": num(aware.correct.mean())},
+                "gain": num(gain), "gain_se": num(se),
+                "summary": f"an order-aware count baseline is {num(gain, 3)} +- {num(se, 2)} more "
+                           f"accurate than a bag of words ({num(blind.correct.mean(), 3)} -> "
+                           f"{num(aware.correct.mean(), 3)})"}

@@ -1,7 +1,6 @@
 """P404 objective-mismatch: training's loss never asked for what the evaluation scores."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -12,20 +11,7 @@ from degrade.checks.perception._proxy_label import proxy_label
 from degrade.probing.baselines import lm_ladder
 from degrade.run.data import IGNORE_INDEX, Examples
 from degrade.run.load import CAUSAL_LM
-
-
-def _num(x: Any, digits: int = 4) -> float | None:
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.{digits}g}")
-
-
-def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    d = a - b
-    if d.size < 2:
-        return float(d.mean()) if d.size else 0.0, float("inf")
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))
+from degrade.stats import num, paired_difference
 
 
 def target_slots(examples: Examples, i: int, n_slots: int) -> np.ndarray:
@@ -162,17 +148,17 @@ class ObjectiveMismatch(Check):
         share = float((untrained_frac * n_tgt).sum() / max(n_tgt.sum(), 1))
         ev_hist = slot_histogram(eval_, scores.indices, S)
         ev: dict[str, Any] = {
-            "slots": S, "train_target_share_by_slot": [_num(x, 3) for x in tr_hist / tr_hist.sum()],
-            "eval_target_share_by_slot": [_num(x, 3) for x in ev_hist / max(ev_hist.sum(), 1)],
+            "slots": S, "train_target_share_by_slot": [num(x, 3) for x in tr_hist / tr_hist.sum()],
+            "eval_target_share_by_slot": [num(x, 3) for x in ev_hist / max(ev_hist.sum(), 1)],
             "trained_slots": [int(k) for k in np.nonzero(trained)[0]],
             "longest_train_sequence": int(max_len),
             "eval_examples_longer_left_out": int((~in_range).sum()),
-            "eval_targets_in_untrained_slots": _num(share, 3)}
+            "eval_targets_in_untrained_slots": num(share, 3)}
         if share < o["min_untrained_share"]:
             return []
         coverage, unseen = self._token_coverage(train, tr_idx, eval_, scores.indices)
-        ev["eval_target_tokens_in_train_inputs"] = _num(coverage, 3)
-        ev["eval_target_tokens_never_a_train_target"] = _num(unseen, 3)
+        ev["eval_target_tokens_in_train_inputs"] = num(coverage, 3)
+        ev["eval_target_tokens_never_a_train_target"] = num(unseen, 3)
         if coverage < o["min_token_coverage"] or unseen >= o["max_unseen_targets"]:
             return []  # the eval asks for outputs training never had as targets: O105's question
         bad = (untrained_frac >= 0.5) & (n_tgt > 0)
@@ -183,15 +169,15 @@ class ObjectiveMismatch(Check):
         fails, detail = self._fails(run, model, train, eval_, scores, bad, good, ev)
         if not fails:
             return [self.finding(
-                "info", f"{_num(100 * share, 3)}% of the eval's targets sit where training put no "
+                "info", f"{num(100 * share, 3)}% of the eval's targets sit where training put no "
                         f"loss, but the model handles them ({detail}): the ability transferred.",
                 confidence=0.5, evidence=ev)]
         run.context.setdefault("axes", []).append(
-            {"axis": "objective", "code": self.code, "eval_targets_in_untrained_slots": _num(share, 3),
+            {"axis": "objective", "code": self.code, "eval_targets_in_untrained_slots": num(share, 3),
              "trained_slots": ev["trained_slots"]})
         return [self.finding(
             "error",
-            f"Training never asked for what the eval scores: {_num(100 * share, 3)}% of the eval's "
+            f"Training never asked for what the eval scores: {num(100 * share, 3)}% of the eval's "
             f"targets sit in parts of the sequence (relative position slots "
             f"{self._slots_text(~trained & (ev_hist > 0), S)}) where the training labels put no "
             f"loss, although those tokens were in the training inputs; there the model {detail}. "
@@ -212,24 +198,24 @@ class ObjectiveMismatch(Check):
             raise CheckSkipped("no baselines could be fitted on the train data")
         best = min(rungs, key=lambda r: float(r.loss[bad].mean()))
         m_loss, m_acc = scores.loss[bad], scores.correct[bad]
-        gain, se = _paired(best.loss[bad], m_loss)
+        gain, se = paired_difference(best.loss[bad], m_loss)
         best_a = max(rungs, key=lambda r: float(r.correct[bad].mean()))
-        gain_a, se_a = _paired(m_acc, best_a.correct[bad])
+        gain_a, se_a = paired_difference(m_acc, best_a.correct[bad])
         base = float(best.loss[bad].mean())
         # "beats" as in P401: better on the loss OR on accuracy, beyond noise and a practical margin
         beats = (gain > o["z"] * se and gain > o["min_rel_gain"] * base) or \
                 (gain_a > o["z"] * se_a and gain_a > o["min_acc_gain"])
         ev["untrained_slot_examples"] = {
-            "examples": int(bad.sum()), "model_loss": _num(m_loss.mean()), "model_accuracy": _num(m_acc.mean()),
-            "best_baseline_loss": best.name, "baseline_loss": _num(base), "loss_gain": _num(gain),
-            "loss_gain_se": _num(se), "best_baseline_accuracy": best_a.name,
-            "baseline_accuracy": _num(best_a.correct[bad].mean()), "accuracy_gain": _num(gain_a),
-            "accuracy_gain_se": _num(se_a)}
+            "examples": int(bad.sum()), "model_loss": num(m_loss.mean()), "model_accuracy": num(m_acc.mean()),
+            "best_baseline_loss": best.name, "baseline_loss": num(base), "loss_gain": num(gain),
+            "loss_gain_se": num(se), "best_baseline_accuracy": best_a.name,
+            "baseline_accuracy": num(best_a.correct[bad].mean()), "accuracy_gain": num(gain_a),
+            "accuracy_gain_se": num(se_a)}
         if int(good.sum()):  # context only: how the model does where training did put the loss
             ev["trained_slot_examples"] = {"examples": int(good.sum()),
-                                           "model_accuracy": _num(scores.correct[good].mean())}
-        summary = (f"has loss {_num(m_loss.mean(), 3)} vs {_num(base, 3)} nats and accuracy "
-                   f"{_num(m_acc.mean(), 3)} vs {_num(best_a.correct[bad].mean(), 3)} for count "
+                                           "model_accuracy": num(scores.correct[good].mean())}
+        summary = (f"has loss {num(m_loss.mean(), 3)} vs {num(base, 3)} nats and accuracy "
+                   f"{num(m_acc.mean(), 3)} vs {num(best_a.correct[bad].mean(), 3)} for count "
                    f"baselines fitted on the train data ({best.name}, {best_a.name})")
         return not beats, summary
 

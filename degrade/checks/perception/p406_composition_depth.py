@@ -1,7 +1,6 @@
 """P406 composition-depth: a one-attention-layer model on data that needs a two-step lookup."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -12,11 +11,7 @@ from degrade.probing.baselines import lm_ladder
 from degrade.probing.components import find_components
 from degrade.run.data import IGNORE_INDEX, Examples
 from degrade.run.load import CAUSAL_LM
-
-
-def _num(x: Any, digits: int = 4) -> float | None:
-    x = float(x)
-    return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+from degrade.stats import num, paired_difference
 
 
 def induction_guesses(examples: Examples, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +97,7 @@ class CompositionDepth(Check):
                 has_share[k], rule[k] = has.mean(), right.mean()
         share = float((has_share * scores.n_targets)[keep].sum() / max(scores.n_targets[keep].sum(), 1))
         ev: dict[str, Any] = {"attention_layers": [a.module_name for a in layers],
-                              "targets_with_rule_guess": _num(share, 3)}
+                              "targets_with_rule_guess": num(share, 3)}
         if share < o["min_share"]:
             return []
         use = keep & (has_share > 0)
@@ -115,26 +110,26 @@ class CompositionDepth(Check):
             raise CheckSkipped("no baselines could be fitted on the train data")
         best = max(rungs, key=lambda r: float(r.correct[use].mean()))
         r, b, m = rule[use], best.correct[use], scores.correct[use]
-        need, need_se = self._paired(r, b)
-        short, short_se = self._paired(r, m)
-        ev.update({"examples": int(use.sum()), "rule_accuracy": _num(r.mean()),
-                   "best_baseline": best.name, "baseline_accuracy": _num(b.mean()),
-                   "model_accuracy": _num(m.mean()), "rule_minus_baseline": _num(need),
-                   "rule_minus_baseline_se": _num(need_se), "rule_minus_model": _num(short),
-                   "rule_minus_model_se": _num(short_se)})
+        need, need_se = paired_difference(r, b)
+        short, short_se = paired_difference(r, m)
+        ev.update({"examples": int(use.sum()), "rule_accuracy": num(r.mean()),
+                   "best_baseline": best.name, "baseline_accuracy": num(b.mean()),
+                   "model_accuracy": num(m.mean()), "rule_minus_baseline": num(need),
+                   "rule_minus_baseline_se": num(need_se), "rule_minus_model": num(short),
+                   "rule_minus_model_se": num(short_se)})
         needed = need >= o["min_rule_gain"] and need > o["z"] * need_se
         fails = short >= o["min_rule_gain"] and short > o["z"] * short_se
         if not (needed and fails):
             return []
         run.context.setdefault("axes", []).append(
-            {"axis": "composition", "code": self.code, "rule_accuracy": _num(r.mean(), 3),
-             "model_accuracy": _num(m.mean(), 3)})
+            {"axis": "composition", "code": self.code, "rule_accuracy": num(r.mean(), 3),
+             "model_accuracy": num(m.mean(), 3)})
         return [self.finding(
             "error",
             f"The model has one attention layer, and the data's targets need a two-step lookup: "
             f"predicting the token that followed the previous occurrence of the current token is "
-            f"right {_num(r.mean(), 3)} of the time (a {best.name} fitted on the train data: "
-            f"{_num(b.mean(), 3)}), the model only {_num(m.mean(), 3)}. One layer cannot compose "
+            f"right {num(r.mean(), 3)} of the time (a {best.name} fitted on the train data: "
+            f"{num(b.mean(), 3)}), the model only {num(m.mean(), 3)}. One layer cannot compose "
             f"the two attention steps this needs (induction heads); the hypothesis that one layer "
             f"of attention is enough is wrong for this data.",
             confidence=0.65, evidence=ev,
@@ -142,9 +137,3 @@ class CompositionDepth(Check):
             next_experiment="Train the same model with 2 layers for the same steps and compare the "
                             "eval accuracy on these targets with the rule's.")]
 
-    @staticmethod
-    def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-        d = a - b
-        if d.size < 2:
-            return float(d.mean()) if d.size else 0.0, float("inf")
-        return float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size))

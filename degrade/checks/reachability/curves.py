@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from degrade.stats import num  # noqa: F401 - re-exported: checks call C.num / _stats.num
+
 if TYPE_CHECKING:
     from degrade.run.history import History
 
@@ -32,16 +34,6 @@ _ALPHAS = np.geomspace(0.02, 4.0, 60)
 _TAU_FACTORS = np.geomspace(0.05, 20.0, 60)  # tau as a multiple of the end step
 TAIL_FRACTIONS = (0.3, 0.5, 0.7, 1.0)  # tail windows of the fit region used for the projection
 MAX_FIT_POINTS = 2000  # longer curves are binned before fitting
-
-
-def num(x: Any, digits: int = 4) -> float | None:
-    """A JSON-friendly float rounded to `digits` significant digits (None for NaN/inf)."""
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    if x == 0:
-        return 0.0
-    return float(f"{x:.{digits}g}")
 
 
 def finite(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
