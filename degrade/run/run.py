@@ -222,6 +222,15 @@ class Run:
                                        train_mode=train_mode, seed=self.options.seed)
         return self.__dict__[key]
 
+    def train_scores(self):
+        """Per-example scores of the chosen model on a budget sample of the training data (the
+        sample in memory), computed once for the checks that ask how well it fits its data."""
+        if "_train_scores" not in self.__dict__:
+            from degrade.probing.scoring import score
+            self.__dict__["_train_scores"] = score(self.model(), self.train_data,
+                                                   self.budget.max_train_examples, seed=self.options.seed)
+        return self.__dict__["_train_scores"]
+
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "format": self.format,
                 "checkpoint": str(self.model_checkpoint.path) if self._safe_ckpt() else None,

@@ -11,7 +11,6 @@ import torch
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
-from degrade.probing.scoring import score
 from degrade.run.data import IGNORE_INDEX
 from degrade.run.load import CAUSAL_LM
 
@@ -125,8 +124,7 @@ class Capacity(Check):
         lm = model.task == CAUSAL_LM
         if not lm and data.label is None:
             raise CheckSkipped("classification model but the training data has no labels")
-        n = run.budget.max_train_examples
-        s = score(model, data, n, seed=run.options.seed)
+        s = run.train_scores()
         stats = target_statistics(data, s.indices, lm)
         if stats["targets"] == 0:
             raise CheckSkipped("the training data has no target tokens")

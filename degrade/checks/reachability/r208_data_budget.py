@@ -6,7 +6,6 @@ from typing import Any
 from degrade.check import Check
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
-from degrade.probing.scoring import score
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
@@ -57,7 +56,7 @@ class DataBudget(Check):
         o = self.opts
         model = run.model()
         n_params = sum(p.numel() for p in model.module.parameters())
-        data, tp = run.train_data, run.train_pass  # train_data may be a sample; train_pass saw every row
+        tp = run.train_pass  # every training row, even when train_data is a sample
         tokens = tp.tokens
         per_param = tokens / max(n_params, 1)
         ev: dict[str, Any] = {"n_train_examples": tp.n, "train_tokens": tokens,
@@ -72,7 +71,7 @@ class DataBudget(Check):
                 ev["tokens_seen_per_param"] = C.num(per_param * float(ep.max()), 3)
         if per_param >= o["max_tokens_per_param"]:
             return []
-        train_scores = score(model, data, run.budget.max_train_examples, seed=run.options.seed)
+        train_scores = run.train_scores()
         eval_scores = run.eval_scores()
         tr, va = train_scores.accuracy, eval_scores.accuracy
         ev.update({"train_accuracy": C.num(tr, 3), "eval_accuracy": C.num(va, 3),

@@ -109,7 +109,7 @@ class DeadUnits(Check):
         nxt = ("Rerun with the peak LR divided by 3-10 (and warmup) from the same init and count dead "
                "units at the same step (`degrade diagnose --select R211`): far fewer dead units points "
                "at the LR; the same count right after init points at the init.")
-        fit = self._fit(run, model) if frac > o["model_dead"] else None
+        fit = self._fit(run) if frac > o["model_dead"] else None
         if fit is not None:
             ev["fit"] = fit
         if fit is not None and fit["accuracy"] < o["fit_accuracy"]:
@@ -129,13 +129,9 @@ class DeadUnits(Check):
             f"dead.{works}{rec_txt}", confidence=0.5, evidence=ev, fix=fix, next_experiment=nxt)]
 
     @staticmethod
-    def _fit(run, model) -> dict[str, Any] | None:
+    def _fit(run) -> dict[str, Any]:
         """How much of its training data (else its eval data) the model predicts right."""
-        from degrade.probing.scoring import score
-        data, name = (run.train_data, "training") if run.train_data is not None else (run.eval_data, "eval")
-        if data is None:
-            return None
-        s = score(model, data, run.budget.max_eval_examples, seed=run.options.seed)
+        s, name = (run.train_scores(), "training") if run.train_data is not None else (run.eval_scores(), "eval")
         return {"data": name, "accuracy": C.num(s.accuracy, 4), "examples_scored": int(s.n)}
 
     @staticmethod
