@@ -150,13 +150,13 @@ def final_metrics(run: Run) -> dict[str, float]:
     return out
 
 
-def _higher_is_better(name: str) -> bool:
+def higher_is_better(name: str) -> bool:
     from degrade.checks.reachability.r202_overfitting import _HIGHER_IS_BETTER
     return bool(_HIGHER_IS_BETTER.search(name))
 
 
 def _compare_metric(name: str, ra: Run, rb: Run, a: float, b: float) -> MetricComparison:
-    hib = _higher_is_better(name)
+    hib = higher_is_better(name)
     se, n, paired = _paired_se(name, ra, rb)
     if se is None:
         se, n = _unpaired_se(name, ra, rb, a, b)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from degrade.checks.reachability import curves as C
-from degrade.compare import _higher_is_better, run_params
+from degrade.compare import higher_is_better, run_params
 from degrade.errors import InputError
 from degrade.run import open_run
 from degrade.run.run import Run
@@ -85,7 +85,7 @@ def learning_curve(paths: list[str | Path], sizes: list[float] | None = None,
     if sizes is not None and len(sizes) != len(paths):
         raise InputError(Path(paths[0]), f"--sizes gives {len(sizes)} sizes for {len(paths)} runs")
     runs = [open_run(Path(p)) for p in paths]
-    hib = metric != "loss" and _higher_is_better(metric)
+    hib = metric != "loss" and higher_is_better(metric)
     points = []
     for k, (p, run) in enumerate(zip(paths, runs)):
         size, size_from = (sizes[k], "--sizes") if sizes is not None else data_size(run)

@@ -385,7 +385,6 @@ def cls_order_rungs(train: Examples, eval_: Examples, eval_indices, *, top_k: in
 
 def split_examples(examples: Examples, indices) -> Examples:
     """A subset of examples (e.g. to fit on half of the eval data when there is no train data)."""
-    idx = [int(i) for i in indices]
-    pick = (lambda xs: [xs[i] for i in idx] if xs is not None else None)
-    return Examples(examples.path, pick(examples.input_ids), pick(examples.labels), pick(examples.label),
-                    pick(examples.text), pick(examples.group), fingerprint=examples.fingerprint)
+    out = examples.take([int(i) for i in indices])
+    out.fingerprint = examples.fingerprint
+    return out

@@ -300,7 +300,7 @@ def _row(item: Any) -> dict[str, Any]:
 
 def _examples_fingerprint(columns: dict[str, list]) -> str:
     """degrade.run.data's fingerprint: labels only when per token, label when one per row."""
-    from degrade.run.data import _fingerprint
+    from degrade.run.data import content_fingerprint
     input_ids = [[int(t) for t in _plain(x)] for x in columns["input_ids"]]
     labels = label = None
     raw = columns.get("labels")
@@ -311,4 +311,4 @@ def _examples_fingerprint(columns: dict[str, list]) -> str:
         if col is not None and col and not isinstance(_plain(col[0]), (list, str)):
             label = [int(_plain(x)) for x in col]
             break
-    return _fingerprint(input_ids, labels, label)
+    return content_fingerprint(input_ids, labels, label)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from degrade.errors import InputError
-from degrade.run.rows import _maybe_json, iter_rows
+from degrade.run.rows import maybe_json, iter_rows
 
 IGNORE_INDEX = -100
 GROUP_COLUMNS = ("group", "source", "doc_id")  # first one present names each example's cluster
@@ -45,6 +45,15 @@ class Examples:
     @property
     def is_sample(self) -> bool:
         return self.n_total is not None and self.n_total > len(self)
+
+    def take(self, rows: slice | list[int]) -> "Examples":
+        """The examples at `rows` (a slice, or a list of indices), as a new Examples."""
+        if isinstance(rows, slice):
+            pick = (lambda xs: None if xs is None else xs[rows])
+        else:
+            pick = (lambda xs: None if xs is None else [xs[i] for i in rows])
+        return Examples(self.path, pick(self.input_ids), pick(self.labels), pick(self.label),
+                        pick(self.text), pick(self.group))
 
     def token_labels(self, i: int) -> list[int]:
         return self.labels[i] if self.labels is not None else self.input_ids[i]
@@ -76,11 +85,8 @@ def iter_examples(path: Path, tokenizer: Callable | None = None, batch: int = 10
 
 def batches_of(examples: Examples, batch: int = 10_000) -> Iterator[tuple[int, Examples]]:
     """iter_examples over examples already in memory."""
-    pick = (lambda xs, a, b: None if xs is None else xs[a:b])
     for a in range(0, len(examples), batch):
-        b = a + batch
-        yield a, Examples(examples.path, examples.input_ids[a:b], pick(examples.labels, a, b),
-                          pick(examples.label, a, b), pick(examples.text, a, b), pick(examples.group, a, b))
+        yield a, examples.take(slice(a, a + batch))
 
 
 def _checked(path: Path, rows: Iterator[dict]) -> Iterator[dict]:
@@ -118,19 +124,20 @@ def _examples(path: Path, rows: list[dict], tokenizer: Callable | None, fingerpr
     group_col = next((c for c in GROUP_COLUMNS if c in cols), None)
     group = [str(r[group_col]) for r in rows] if group_col else None
     return Examples(path, input_ids, labels, label, text, group,
-                    _fingerprint(input_ids, labels, label) if fingerprint else "")
+                    content_fingerprint(input_ids, labels, label) if fingerprint else "")
 
 
 def _int_list(v, path: Path, col: str) -> list[int]:
     if isinstance(v, str):
-        v = _maybe_json(v)
+        v = maybe_json(v)
     try:
         return [int(t) for t in v]
     except (TypeError, ValueError):
         raise InputError(path, f"column {col} must hold lists of integers") from None
 
 
-def _fingerprint(input_ids, labels, label) -> str:
+def content_fingerprint(input_ids, labels, label) -> str:
+    """The content hash of examples; the Recorder's manifest writes the same one (kind "examples")."""
     h = hashlib.sha256()
     for part in (input_ids, labels, label):
         h.update(json.dumps(part, separators=(",", ":")).encode())

@@ -35,7 +35,7 @@ def iter_rows(path: Path) -> Iterator[dict]:
     elif suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                yield {k: _maybe_json(v) for k, v in row.items()}
+                yield {k: maybe_json(v) for k, v in row.items()}
     elif suffix == ".parquet":
         yield from _parquet_rows(path)
     else:
@@ -83,7 +83,7 @@ def _saved_dataset_rows(path: Path) -> Iterator[dict]:
             yield dict(zip(cols, vals))
 
 
-def _maybe_json(v: str):
+def maybe_json(v: str):
     s = v.strip()
     if s[:1] in "[{" or s.lstrip("-").isdigit():
         try:

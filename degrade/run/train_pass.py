@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from degrade.probing.shift import TrainProfile
-from degrade.run.data import Examples, _fingerprint, iter_examples
+from degrade.run.data import Examples, content_fingerprint, iter_examples
 
 _COLUMNS = ("input_ids", "labels", "label", "text", "group")
 
@@ -130,7 +130,7 @@ def read_training(path: Path, tokenizer: Callable | None, max_rows: int, seed: i
     if tp.n > len(out):
         out.n_total, out.rows = tp.n, positions[order].tolist()
     else:
-        out.fingerprint = _fingerprint(out.input_ids, out.labels, out.label)
+        out.fingerprint = content_fingerprint(out.input_ids, out.labels, out.label)
     return out, tp
 
 
