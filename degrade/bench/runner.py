@@ -227,16 +227,15 @@ def _remember_cost(cache: Path, name: str, seconds: float) -> None:
 
 @contextlib.contextmanager
 def quiet():
-    """Training and model loading print progress and warnings; the bench shows its own."""
+    """Training, model loading and WeightWatcher print progress, warnings and log lines; the bench
+    shows its own. Errors still log."""
     import warnings
-    levels = {name: logging.getLogger(name).level for name in ("transformers", "datasets")}
-    for name in levels:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    old = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
+        logging.disable(old)

@@ -14,14 +14,11 @@ optional extra (`pip install degrade[bench]`); without it the side-by-side is sk
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from degrade.bench.case import Case
+from degrade.bench.runner import quiet
 
 UNDER_TRAINED_ALPHA = 6.0  # weightwatcher constants.UNDER_TRAINED_THRESH
 OVER_TRAINED_ALPHA = 2.0  # weightwatcher constants.OVER_TRAINED_THRESH
@@ -30,7 +27,7 @@ OVER_TRAINED_ALPHA = 2.0  # weightwatcher constants.OVER_TRAINED_THRESH
 def unavailable() -> str | None:
     """Why the side-by-side cannot run here, or None."""
     try:
-        with _quiet():  # it prints about CUDA and SVD backends on import
+        with quiet():  # it prints about CUDA and SVD backends on import
             import weightwatcher  # noqa: F401
     except Exception as e:  # noqa: BLE001 - ImportError, or a broken optional dependency
         return f"weightwatcher is not installed (pip install 'degrade[bench]'): {type(e).__name__}: {e}"
@@ -64,7 +61,7 @@ def analyze_run(run_dir: Path, model_factory: str | None = None) -> dict[str, An
     from degrade.run import RunOptions, open_run
     run = open_run(run_dir, RunOptions(model_factory=model_factory))
     module = run.model().module
-    with _quiet():
+    with quiet():
         details = ww.WeightWatcher(model=module).analyze()
     # No analysable layer (all matrices under its size floor): an empty frame without columns.
     column = details["alpha"].tolist() if "alpha" in getattr(details, "columns", ()) else []
@@ -103,17 +100,3 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
     out["errors"] = sum("error" in r for r in rows)
     return out
-
-
-@contextlib.contextmanager
-def _quiet():
-    """WeightWatcher logs and prints per layer; the bench shows only its summary."""
-    old = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(old)
