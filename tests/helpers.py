@@ -1,7 +1,14 @@
-"""A few steps of next-token training for the tests' tiny models: the loop several test files share."""
-import torch
+"""What many test files do the same way: train a tiny model a few steps, save its weights as a
+bare model dir, open a run on it, and run one check."""
+from pathlib import Path
 
-from degrade.bench.train import Collator
+import torch
+from safetensors.torch import save_file
+
+from degrade.bench.train import Collator, write_jsonl
+from degrade.finding import Severity
+from degrade.run import RunOptions, open_run
+from degrade.suite import run_one
 
 
 def train_lm(model, rows, steps, lr=3e-3, batch=32, seed=0):
@@ -17,3 +24,29 @@ def train_lm(model, rows, steps, lr=3e-3, batch=32, seed=0):
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def save_weights(module: torch.nn.Module, folder: Path) -> Path:
+    """folder/model.safetensors with the module's weights: a bare model dir (no config)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / "model.safetensors"))
+    return folder
+
+
+def hf_run(root: Path, name: str, model, eval_rows):
+    """A transformers model saved under root/name, opened with eval data (fast budget)."""
+    d = root / name
+    model.save_pretrained(d)
+    ev = write_jsonl(eval_rows, root / f"{name}_eval.jsonl")
+    return open_run(d, RunOptions(eval_data=str(ev), budget="fast"))
+
+
+def run_check(run, cls, **opts):
+    """The findings of one check, which must have run."""
+    res = run_one(run, cls, opts)
+    assert res.status == "ran", res.reason
+    return res.findings
+
+
+def errors(findings):
+    return [f for f in findings if f.severity is Severity.ERROR]

@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-from safetensors.torch import save_file
 
 from degrade.bench.tasks import IGNORE, copy_rows, order_rows
 from degrade.bench.train import write_jsonl
@@ -22,6 +21,8 @@ from degrade.checks.observation._stats import (
 from degrade.checks.observation.o102_error_bars import ErrorBars
 from degrade.run import RunOptions, open_run
 from degrade.suite import run_one
+
+from tests.helpers import save_weights
 
 from tests.obs_factories import OracleCopy, OracleOrder
 
@@ -128,8 +129,7 @@ def _f1(rows) -> float:
 
 
 def _run_dir(root, rows):
-    root.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in OracleOrder().state_dict().items()}, str(root / "model.safetensors"))
+    save_weights(OracleOrder(), root)
     acc, f1 = 1 - FLIPPED / N_GROUPS, _f1(rows)
     log = [{"step": 10, "epoch": 0.5, "loss": 0.7},
            {"step": 10, "epoch": 0.5, "eval_loss": 0.9, "eval_accuracy": acc - 0.02, "eval_f1": f1 - 0.02},
@@ -193,8 +193,7 @@ def test_o102_clusters_a_token_pooled_lm_metric_and_flags_few_clusters(tmp_path)
         labels = ([t if t == IGNORE else (t + 1) % 16 for t in r["labels"]] if g < 6 else r["labels"])
         rows += [{**r, "labels": labels, "doc_id": f"d{g}"} for _ in range(4)]
     root = tmp_path / "lm"
-    root.mkdir()
-    save_file({k: v.contiguous() for k, v in OracleCopy().state_dict().items()}, str(root / "model.safetensors"))
+    save_weights(OracleCopy(), root)
     log = [{"step": 10, "epoch": 1.0, "loss": 1.0},
            {"step": 10, "epoch": 1.0, "eval_loss": 2.0, "eval_accuracy": 0.7}]
     (root / "trainer_state.json").write_text(json.dumps({"log_history": log, "global_step": 10}))
@@ -234,9 +233,7 @@ def test_o102_clusters_the_paired_best_vs_last_difference(tmp_path):
     root = _run_dir(tmp_path / "r", rows)
     earlier = OracleOrder()
     earlier.scale.data.fill_(3.0)  # same predictions, other losses: a paired loss difference
-    (root / "checkpoint-10").mkdir()
-    save_file({k: v.contiguous() for k, v in earlier.state_dict().items()},
-              str(root / "checkpoint-10" / "model.safetensors"))
+    save_weights(earlier, root / "checkpoint-10")
     state = json.loads((root / "trainer_state.json").read_text())
     state.update(best_metric=0.9, best_model_checkpoint="/elsewhere/checkpoint-10")  # by eval_loss
     (root / "trainer_state.json").write_text(json.dumps(state))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from degrade.bench.tasks import copy_rows, order_rows
 from degrade.bench.tiny_gpt import TinyGPT
@@ -21,9 +20,8 @@ from degrade.probing.ablation import (ablate, ablate_head, ablate_mlp, component
                                       run_capture)
 from degrade.probing.components import find_components
 from degrade.run import RunOptions, open_run
-from degrade.suite import run_one
 
-from tests.tiny_training import train_lm
+from tests.helpers import errors, hf_run, run_check, save_weights, train_lm
 
 FACTORIES = "tests.i3_factories"
 
@@ -40,29 +38,13 @@ def _train(model, rows, steps, lr=3e-3, seed=0, batch=32):
 
 def _factory_run(root, name, model, eval_rows, factory):
     """A bare model dir (weights, no config) read through --model-factory tests.i3_factories:NAME."""
-    d = root / name
-    d.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    d = save_weights(model, root / name)
     ev = write_jsonl(eval_rows, root / f"{name}_eval.jsonl")
     return open_run(d, RunOptions(eval_data=str(ev), model_factory=f"{FACTORIES}:{factory}",
                                   budget="fast"))
 
 
-def _hf_run(root, name, model, eval_rows):
-    d = root / name
-    model.save_pretrained(d)
-    ev = write_jsonl(eval_rows, root / f"{name}_eval.jsonl")
-    return open_run(d, RunOptions(eval_data=str(ev), budget="fast"))
 
-
-def _check(run, cls, **opts):
-    res = run_one(run, cls, opts)
-    assert res.status == "ran", res.reason
-    return res.findings
-
-
-def _errors(findings):
-    return [f for f in findings if f.severity is Severity.ERROR]
 
 
 @pytest.fixture(scope="module")
@@ -167,11 +149,11 @@ def test_i301_tinygpt_leak_and_no_leak(tmp_path, copy_data):
     _, ev = copy_data
     torch.manual_seed(0)
     ok = _factory_run(tmp_path, "causal", TinyGPT({}), ev, "healthy")
-    assert _check(ok, CausalMaskLeak) == []
+    assert run_check(ok, CausalMaskLeak) == []
     for name, cfg in (("leaky", {"causal": False}), ("wrong_softmax", {"softmax_dim": -2})):
         torch.manual_seed(0)
         run = _factory_run(tmp_path, name, TinyGPT(cfg), ev, name)
-        (f,) = _check(run, CausalMaskLeak)
+        (f,) = run_check(run, CausalMaskLeak)
         assert f.severity is Severity.ERROR and f.layer is Layer.INSTANTIATION and f.confidence >= 0.9
         assert f.evidence["fraction_affected"] > 0.5 and f.evidence["max_abs_logit_change"] > 1e-3
         assert f.fix and f.next_experiment
@@ -179,14 +161,14 @@ def test_i301_tinygpt_leak_and_no_leak(tmp_path, copy_data):
 
 def test_i301_hf_gpt2_is_clean(tmp_path, copy_data):
     _, ev = copy_data
-    run = _hf_run(tmp_path, "gpt2", tiny_gpt2(17), ev)
-    assert _check(run, CausalMaskLeak) == []
+    run = hf_run(tmp_path, "gpt2", tiny_gpt2(17), ev)
+    assert run_check(run, CausalMaskLeak) == []
 
 
 # ---- I302 component-ablation ---------------------------------------------------------------
 def test_i302_heads_disabled_by_code_are_an_error(trained):
-    findings = _check(trained["dead_heads"], ComponentAblation)
-    (err,) = _errors(findings)
+    findings = run_check(trained["dead_heads"], ComponentAblation)
+    (err,) = errors(findings)
     assert err.confidence >= 0.9
     assert err.evidence["inert_heads"] == 8 == err.evidence["total_heads"]
     assert err.evidence["layers_entirely_inert"] == [0, 1]
@@ -194,27 +176,27 @@ def test_i302_heads_disabled_by_code_are_an_error(trained):
 
 
 def test_i302_healthy_model_is_quiet(trained):
-    findings = _check(trained["healthy"], ComponentAblation)
-    assert _errors(findings) == []
+    findings = run_check(trained["healthy"], ComponentAblation)
+    assert errors(findings) == []
     assert all(f.severity is not Severity.ERROR for f in findings)
 
 
 def test_i302_untrained_model_only_says_so(tmp_path, copy_data):
     _, ev = copy_data
     run = _factory_run(tmp_path, "fresh", TinyGPT({}), ev, "healthy")
-    (f,) = _check(run, ComponentAblation)
+    (f,) = run_check(run, ComponentAblation)
     assert f.severity is Severity.INFO and "trivial predictor" in f.message
 
 
 # ---- I303 position-use ---------------------------------------------------------------------
 def test_i303_order_used_is_quiet(trained):
-    assert _check(trained["healthy"], PositionUse) == []
+    assert run_check(trained["healthy"], PositionUse) == []
     assert "axes" not in trained["healthy"].context
 
 
 def test_i303_no_positions_is_the_hypothesis(trained):
     run = trained["no_positions"]
-    (f,) = _check(run, PositionUse)
+    (f,) = run_check(run, PositionUse)
     assert f.severity is Severity.WARNING  # perception owns it, not an instantiation error
     assert f.evidence["first_layer_order_sensitivity"] < 1e-4
     assert f.evidence["data_order_structure"]["gain"] > 0.3
@@ -227,7 +209,7 @@ def test_i303_position_table_not_wired_is_an_error(tmp_path, copy_data, factory)
     _, ev = copy_data
     torch.manual_seed(0)
     model = getattr(__import__(FACTORIES, fromlist=[factory]), factory)()
-    (f,) = _check(_factory_run(tmp_path, factory, model, ev, factory), PositionUse)
+    (f,) = run_check(_factory_run(tmp_path, factory, model, ev, factory), PositionUse)
     assert f.severity is Severity.ERROR and f.confidence >= 0.85
     assert "not wired" in f.message
     assert f.evidence["first_layer_order_sensitivity"] < 1e-4
@@ -250,9 +232,9 @@ def test_order_structure_statistics():
 def test_hf_models_have_no_instantiation_errors(tmp_path, copy_data):
     _, ev = copy_data
     for name, model in (("gpt2", tiny_gpt2(17)), ("llama", _llama())):
-        run = _hf_run(tmp_path, name, model, ev)
+        run = hf_run(tmp_path, name, model, ev)
         for cls in (CausalMaskLeak, ComponentAblation, PositionUse):
-            assert _errors(_check(run, cls)) == [], (name, cls.code)
+            assert errors(run_check(run, cls)) == [], (name, cls.code)
 
 
 def test_trained_bert_classifier_is_quiet(tmp_path):
@@ -263,4 +245,4 @@ def test_trained_bert_classifier_is_quiet(tmp_path):
     run = open_run(out, RunOptions(eval_data=str(write_jsonl(ev, tmp_path / "ev.jsonl")), budget="fast"))
     assert run.task == "sequence-classification"
     for cls in (ComponentAblation, PositionUse):
-        assert _errors(_check(run, cls)) == [], cls.code
+        assert errors(run_check(run, cls)) == [], cls.code

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from degrade.bench.tasks import copy_rows, order_rows
 from degrade.bench.train import tiny_bert_classifier, tiny_gpt2, write_jsonl
@@ -20,9 +19,8 @@ from degrade.checks.instantiation.i307_residual_norm_health import ResidualNormH
 from degrade.finding import Severity
 from degrade.probing.softmax_capture import capture_softmax
 from degrade.run import RunOptions, open_run
-from degrade.suite import run_one
 
-from tests.tiny_training import train_lm
+from tests.helpers import errors, hf_run, run_check, save_weights, train_lm
 
 FACTORIES = "tests.i3_more_factories"
 
@@ -52,9 +50,7 @@ def _factory_run(root, name, eval_rows, train_rows=None, history=None, train_ste
     model = getattr(__import__(FACTORIES, fromlist=[name]), name)()
     if train_steps:
         _train(model, train_rows, train_steps)
-    d = root / name
-    d.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    d = save_weights(model, root / name)
     if history is not None:
         (d / "trainer_state.json").write_text(json.dumps(history))
     ev = write_jsonl(eval_rows, root / f"{name}_eval.jsonl")
@@ -63,48 +59,34 @@ def _factory_run(root, name, eval_rows, train_rows=None, history=None, train_ste
                                   model_factory=f"{FACTORIES}:{name}", budget="fast"))
 
 
-def _hf_run(root, name, model, eval_rows):
-    d = root / name
-    model.save_pretrained(d)
-    ev = write_jsonl(eval_rows, root / f"{name}_eval.jsonl")
-    return open_run(d, RunOptions(eval_data=str(ev), budget="fast"))
 
-
-def _findings(run, cls, **opts):
-    res = run_one(run, cls, opts)
-    assert res.status == "ran", res.reason
-    return res.findings
-
-
-def _errors(findings):
-    return [f for f in findings if f.severity is Severity.ERROR]
 
 
 # ---- I304 padding-invariance -------------------------------------------------------------------
 def test_i304_healthy_models_are_invariant(tmp_path, copy_eval, order_eval):
     runs = [_factory_run(tmp_path, "healthy", copy_eval),
             _factory_run(tmp_path, "no_mask_argument_causal", copy_eval),
-            _hf_run(tmp_path, "gpt2", tiny_gpt2(17), copy_eval),
-            _hf_run(tmp_path, "bert", tiny_bert_classifier(12), order_eval)]
+            hf_run(tmp_path, "gpt2", tiny_gpt2(17), copy_eval),
+            hf_run(tmp_path, "bert", tiny_bert_classifier(12), order_eval)]
     for run in runs:
-        assert _findings(run, PaddingInvariance) == [], run.path
+        assert run_check(run, PaddingInvariance) == [], run.path
 
 
 def test_i304_mask_ignored_lm(tmp_path, copy_eval):
-    (f,) = _errors(_findings(_factory_run(tmp_path, "mask_dropped", copy_eval), PaddingInvariance))
+    (f,) = errors(run_check(_factory_run(tmp_path, "mask_dropped", copy_eval), PaddingInvariance))
     assert f.code == "I304" and f.confidence >= 0.8
     assert f.evidence["left_pad_ids_changed"]["sequences_affected"] > 0
     assert f.evidence["right_padding_longer"]["sequences_affected"] == 0  # the causal mask hides them
 
 
 def test_i304_mask_ignored_classifier(tmp_path, order_eval):
-    (f,) = _errors(_findings(_factory_run(tmp_path, "bert_ignoring_padding", order_eval), PaddingInvariance))
+    (f,) = errors(run_check(_factory_run(tmp_path, "bert_ignoring_padding", order_eval), PaddingInvariance))
     assert f.evidence["right_padding"]["sequences_affected"] > 0
     assert f.evidence["model_accepts_attention_mask"] is True
 
 
 def test_i304_model_without_mask_argument(tmp_path, copy_eval):
-    (f,) = _errors(_findings(_factory_run(tmp_path, "no_mask_argument_bidirectional", copy_eval),
+    (f,) = errors(run_check(_factory_run(tmp_path, "no_mask_argument_bidirectional", copy_eval),
                              PaddingInvariance))
     assert f.evidence["model_accepts_attention_mask"] is False
     assert "takes no attention_mask" in f.message
@@ -123,21 +105,21 @@ def test_softmax_capture_records_axes_and_restores():
 
 def test_i306_healthy_models_are_quiet(tmp_path, copy_eval, order_eval):
     for run in [_factory_run(tmp_path, "healthy", copy_eval),
-                _hf_run(tmp_path, "gpt2", tiny_gpt2(17), copy_eval),
-                _hf_run(tmp_path, "bert", tiny_bert_classifier(12), order_eval)]:
-        assert _findings(run, AttentionNormalisation) == [], run.path
+                hf_run(tmp_path, "gpt2", tiny_gpt2(17), copy_eval),
+                hf_run(tmp_path, "bert", tiny_bert_classifier(12), order_eval)]:
+        assert run_check(run, AttentionNormalisation) == [], run.path
     # The HF model's eager attention was used for the softmax pass and then restored.
     assert run.model().module.config._attn_implementation != "eager"
 
 
 def test_i306_softmax_over_queries(tmp_path, copy_eval):
-    errs = _errors(_findings(_factory_run(tmp_path, "softmax_over_queries", copy_eval), AttentionNormalisation))
+    errs = errors(run_check(_factory_run(tmp_path, "softmax_over_queries", copy_eval), AttentionNormalisation))
     assert len(errs) == 1 and "not a distribution over keys" in errs[0].message
     assert errs[0].evidence["softmax_axes_seen"] == ["4-D axis 2"]
 
 
 def test_i306_softmax_over_batch_breaks_batch_invariance(tmp_path, copy_eval):
-    errs = _errors(_findings(_factory_run(tmp_path, "softmax_over_batch", copy_eval), AttentionNormalisation))
+    errs = errors(run_check(_factory_run(tmp_path, "softmax_over_batch", copy_eval), AttentionNormalisation))
     assert any("depends on the other sequences in its batch" in f.message for f in errs)
     assert errs[0].evidence["sequences_affected"] >= 2
 
@@ -145,25 +127,25 @@ def test_i306_softmax_over_batch_breaks_batch_invariance(tmp_path, copy_eval):
 # ---- I307 residual-norm-health ------------------------------------------------------------------
 def test_i307_healthy_models_are_quiet(tmp_path, copy_eval, order_eval):
     for run in [_factory_run(tmp_path, "healthy", copy_eval),
-                _hf_run(tmp_path, "gpt2", tiny_gpt2(17), copy_eval),
-                _hf_run(tmp_path, "bert", tiny_bert_classifier(12), order_eval)]:
-        found = _findings(run, ResidualNormHealth)
+                hf_run(tmp_path, "gpt2", tiny_gpt2(17), copy_eval),
+                hf_run(tmp_path, "bert", tiny_bert_classifier(12), order_eval)]:
+        found = run_check(run, ResidualNormHealth)
         assert found == [], (run.path, [f.message for f in found])
 
 
 @pytest.mark.parametrize("name", ["norm_over_sequence", "norm_without_sqrt"])
 def test_i307_norm_that_does_not_normalise(tmp_path, copy_eval, name):
-    errs = _errors(_findings(_factory_run(tmp_path, name, copy_eval), ResidualNormHealth))
+    errs = errors(run_check(_factory_run(tmp_path, name, copy_eval), ResidualNormHealth))
     assert len(errs) == 1 and "do not normalise" in errs[0].message
 
 
 def test_i307_geometric_growth(tmp_path, copy_eval):
-    errs = _errors(_findings(_factory_run(tmp_path, "growing", copy_eval), ResidualNormHealth))
+    errs = errors(run_check(_factory_run(tmp_path, "growing", copy_eval), ResidualNormHealth))
     assert any("grow geometrically" in f.message for f in errs)
 
 
 def test_i307_rank_collapse(tmp_path, copy_eval):
-    errs = _errors(_findings(_factory_run(tmp_path, "collapsing", copy_eval), ResidualNormHealth))
+    errs = errors(run_check(_factory_run(tmp_path, "collapsing", copy_eval), ResidualNormHealth))
     assert any("collapse" in f.message for f in errs)
 
 
@@ -198,7 +180,7 @@ def test_target_statistics_floor():
 
 def test_i305_too_small_model_on_a_converged_curve(tmp_path, copy_eval, copy_train):
     run = _factory_run(tmp_path, "tiny", copy_eval, copy_train, history=_history(_flat()), train_steps=300)
-    (f,) = _errors(_findings(run, Capacity))
+    (f,) = errors(run_check(run, Capacity))
     assert f.evidence["capacity_ratio"] < 1 and f.evidence["fitted_fraction"] < 0.5
     assert "double the width" in f.next_experiment
 
@@ -206,25 +188,25 @@ def test_i305_too_small_model_on_a_converged_curve(tmp_path, copy_eval, copy_tra
 def test_i305_quiet_when_still_falling(tmp_path, copy_eval, copy_train):
     falling = np.linspace(2.9, 1.5, 60)
     run = _factory_run(tmp_path, "tiny", copy_eval, copy_train, history=_history(falling))
-    assert _findings(run, Capacity) == []
+    assert run_check(run, Capacity) == []
 
 
 def test_i305_large_model_is_not_capacity(tmp_path, copy_eval, copy_train):
     run = _factory_run(tmp_path, "healthy", copy_eval, copy_train, history=_history(_flat(level=2.6)),
                        train_steps=30)
-    assert all(f.severity is Severity.INFO for f in _findings(run, Capacity))
+    assert all(f.severity is Severity.INFO for f in run_check(run, Capacity))
 
 
 def test_i305_quiet_when_the_model_never_beat_the_trivial_loss(tmp_path, copy_eval, copy_train):
     # Untrained: worse than the unigram on its own training data, as when the optimiser never ran.
     run = _factory_run(tmp_path, "tiny", copy_eval, copy_train, history=_history(_flat()))
-    assert _findings(run, Capacity) == []
+    assert run_check(run, Capacity) == []
 
 
 def test_i305_defers_to_a_perception_axis(tmp_path, copy_eval, copy_train):
     run = _factory_run(tmp_path, "tiny", copy_eval, copy_train, history=_history(_flat()), train_steps=300)
     run.context["axes"] = [{"axis": "length", "code": "P402"}]
-    (f,) = _findings(run, Capacity)
+    (f,) = run_check(run, Capacity)
     assert f.severity is Severity.INFO and f.evidence["deferred_to_axes"]
 
 
@@ -235,7 +217,7 @@ def test_llama_is_quiet(tmp_path, copy_eval):
     model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=3, num_attention_heads=4,
                                          num_key_value_heads=2, max_position_embeddings=64))
-    run = _hf_run(tmp_path, "llama", model, copy_eval)
+    run = hf_run(tmp_path, "llama", model, copy_eval)
     for cls in (PaddingInvariance, AttentionNormalisation, ResidualNormHealth):
-        found = _findings(run, cls)
+        found = run_check(run, cls)
         assert found == [], (cls.code, [f.message for f in found])

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-from safetensors.torch import save_file
 
 from degrade.bench.tasks import IGNORE, copy_rows, order_rows
 from degrade.bench.train import write_jsonl
@@ -24,6 +23,8 @@ from degrade.probing.stream_overlap import StreamingOverlap
 from degrade.run import RunOptions, open_run
 from degrade.suite import run_one
 
+from tests.helpers import save_weights
+
 from tests.obs_factories import OracleCopy, OracleOrder
 
 FACTORIES = "tests.obs_factories"
@@ -31,10 +32,7 @@ FACTORIES = "tests.obs_factories"
 
 
 def _model_dir(root, name, module):
-    d = root / name
-    d.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(d / "model.safetensors"))
-    return d
+    return save_weights(module, root / name)
 
 
 def _open(root, factory, module, train_rows, eval_rows, name="m", budget="fast", **opts):

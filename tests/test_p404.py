@@ -7,13 +7,11 @@
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from degrade.bench.tasks import IGNORE, copy_rows
@@ -22,6 +20,8 @@ from degrade.checks.perception.p404_objective_mismatch import ObjectiveMismatch,
 from degrade.run import RunOptions, open_run
 from degrade.run.data import Examples
 from degrade.suite import run_one
+
+from tests.helpers import save_weights
 
 SYMBOLS = 8  # the separator is token 8
 
@@ -61,17 +61,6 @@ def copy_oracle():
     return CopyOracle()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def importable_factories():
-    here = str(Path(__file__).parent)
-    added = here not in sys.path
-    if added:
-        sys.path.insert(0, here)  # so that --model-factory test_p404:... imports
-    yield
-    if added:
-        sys.path.remove(here)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     base = tmp_path_factory.mktemp("p404")
@@ -90,8 +79,7 @@ def files(tmp_path_factory):
             "separator_only": write_jsonl(relabel(lambda k, t: t == k), base / "separator_only.jsonl"),
             "eval": write_jsonl(copy_rows(200, vocab=SYMBOLS, min_k=3, max_k=6, seed=1), base / "eval.jsonl")}
     for name, module in (("uniform", Uniform()), ("oracle", CopyOracle())):
-        (base / name).mkdir()
-        save_file(module.state_dict(), str(base / name / "model.safetensors"))
+        save_weights(module, base / name)
     return base, data
 
 
@@ -207,8 +195,7 @@ def cls_files(tmp_path_factory):
             "noisy": write_jsonl(noisy, base / "noisy.jsonl"),
             "eval": write_jsonl(order_rows(400, vocab=12, length=10, seed=1), base / "eval.jsonl")}
     for name, module in (("proxy", ProxyRule()), ("order", OrderRule())):
-        (base / name).mkdir()
-        save_file(module.state_dict(), str(base / name / "model.safetensors"))
+        save_weights(module, base / name)
     return base, data
 
 

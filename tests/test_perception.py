@@ -15,13 +15,11 @@ threads are ~10x slower under load).
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from degrade.bench.tasks import copy_rows, order_rows
@@ -38,6 +36,8 @@ from degrade.registry import all_checks
 from degrade.run import RunOptions, open_run
 from degrade.run.data import Examples
 from degrade.suite import run_checks, run_one
+
+from tests.helpers import save_weights
 
 SYMBOLS = 8  # copy-task symbols; the separator is token 8
 TRAINED_LEN = 2 * 6 + 1  # k <= 6: `x SEP x` is at most 13 tokens
@@ -95,17 +95,6 @@ def nope_tiny_gpt():
 
 
 # ---- fixtures --------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def importable_factories():
-    here = str(Path(__file__).parent)
-    added = here not in sys.path
-    if added:
-        sys.path.insert(0, here)  # so that --model-factory test_perception:... imports
-    yield
-    if added:
-        sys.path.remove(here)
-
-
 @pytest.fixture(scope="module")
 def copy_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("copy")
@@ -137,8 +126,7 @@ def markov(tmp_path_factory):
             "eval": write_jsonl([chain(int(rng.integers(10, 30))) for _ in range(300)], base / "data" / "eval.jsonl")}
     tiny_gpt2(MARKOV_V, n_layer=1, n_embd=32, n_positions=64).save_pretrained(base / "untrained")
     for name, module in (("bigram", BigramTable()), ("unigram", UnigramTable())):
-        (base / name).mkdir()
-        save_file(module.state_dict(), str(base / name / "model.safetensors"))
+        save_weights(module, base / name)
     return base, data
 
 
@@ -158,8 +146,7 @@ def window_run(tmp_path_factory):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    (base / "run").mkdir()
-    save_file(model.state_dict(), str(base / "run" / "model.safetensors"))
+    save_weights(model, base / "run")
     data = {"train": write_jsonl(train, base / "data" / "train.jsonl"),
             "eval": write_jsonl(copy_rows(300, vocab=SYMBOLS, min_k=2, max_k=6, seed=1), base / "data" / "eval.jsonl")}
     return base / "run", data
@@ -334,8 +321,7 @@ def order_data(tmp_path_factory):
         data[name] = (write_jsonl([gen(int(rng.integers(12, 20))) for _ in range(800)], base / name / "train.jsonl"),
                       write_jsonl([gen(int(rng.integers(12, 20))) for _ in range(200)], base / name / "eval.jsonl"))
     torch.manual_seed(0)
-    (base / "nope").mkdir()
-    save_file(nope_tiny_gpt().state_dict(), str(base / "nope" / "model.safetensors"))
+    save_weights(nope_tiny_gpt(), base / "nope")
     return base / "nope", data
 
 

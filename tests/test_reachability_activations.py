@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from degrade.bench.tasks import copy_rows
 from degrade.bench.tiny_gpt import TinyGPT
@@ -21,9 +20,8 @@ from degrade.checks.reachability.r211_dead_units import DeadUnits
 from degrade.finding import Severity
 from degrade.probing.activations import one_hot_entropy
 from degrade.run import RunOptions, open_run
-from degrade.suite import run_one
 
-from tests.tiny_training import train_lm
+from tests.helpers import run_check, save_weights, train_lm
 
 FACTORY = "tests.i3_factories:healthy"  # TinyGPT({}): the weights decide everything here
 
@@ -60,19 +58,14 @@ def _kill_mlps(model: TinyGPT) -> TinyGPT:
     return model
 
 
-def _save(model, folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
-
-
 def _run(root, name, model, eval_rows, history=None, checkpoints=None):
     """A run dir with the model at the root, or in checkpoint-N/ folders ({step: model})."""
     d = root / name
     if checkpoints:
         for step, m in checkpoints.items():
-            _save(m, d / f"checkpoint-{step}")
+            save_weights(m, d / f"checkpoint-{step}")
     else:
-        _save(model, d)
+        save_weights(model, d)
     if history is not None:
         (d / "trainer_state.json").write_text(json.dumps(history))
     ev = write_jsonl(eval_rows, root / f"{name}_eval.jsonl")
@@ -97,11 +90,6 @@ def _spiky(n=60, seed=0):
     return v
 
 
-def _findings(run, cls, **opts):
-    res = run_one(run, cls, opts)
-    assert res.status == "ran", res.reason
-    return res.findings
-
 
 def _above_info(findings):
     return [f for f in findings if f.severity is not Severity.INFO]
@@ -118,18 +106,18 @@ def test_r210_normal_models_are_quiet(tmp_path, copy_eval):
     runs = [_run(tmp_path, "fresh", _model(), copy_eval, history=_history(_spiky())),
             _run(tmp_path, "trained", _model(train_steps=40), copy_eval)]
     for run in runs:
-        found = _findings(run, AttentionEntropy)
+        found = run_check(run, AttentionEntropy)
         assert _above_info(found) == [], (run.path, [f.message for f in found])
     d = tmp_path / "gpt2"
     tiny_gpt2(17).save_pretrained(d)
     run = open_run(d, RunOptions(eval_data=str(write_jsonl(copy_eval, tmp_path / "g.jsonl")), budget="fast"))
-    assert _findings(run, AttentionEntropy) == []
+    assert run_check(run, AttentionEntropy) == []
     assert run.model().module.config._attn_implementation != "eager"  # restored after the pass
 
 
 def test_r210_collapse_on_a_stable_curve_is_a_warning(tmp_path, copy_eval):
     run = _run(tmp_path, "collapsed", _collapse(_model()), copy_eval, history=_history(_smooth()))
-    (f,) = _findings(run, AttentionEntropy)
+    (f,) = run_check(run, AttentionEntropy)
     assert f.severity is Severity.WARNING
     assert f.evidence["collapsed_fraction"] == 1.0 and f.evidence["heads"] == 8
     assert f.evidence["causal_rows"] is True and "instability" not in f.evidence
@@ -137,7 +125,7 @@ def test_r210_collapse_on_a_stable_curve_is_a_warning(tmp_path, copy_eval):
 
 def test_r210_collapse_with_loss_spikes_is_an_error(tmp_path, copy_eval):
     run = _run(tmp_path, "collapsed_spiky", _collapse(_model()), copy_eval, history=_history(_spiky()))
-    (f,) = _findings(run, AttentionEntropy)
+    (f,) = run_check(run, AttentionEntropy)
     assert f.severity is Severity.ERROR and f.confidence >= 0.5
     assert f.evidence["instability"] and "unstable" in f.message
 
@@ -146,7 +134,7 @@ def test_r210_entropy_fall_across_checkpoints_is_an_error(tmp_path, copy_eval):
     trained = _model(train_steps=40)
     ckpts = {10: trained, 20: _collapse(_model(train_steps=40))}
     run = _run(tmp_path, "falling", None, copy_eval, history=_history(_smooth()), checkpoints=ckpts)
-    (f,) = _findings(run, AttentionEntropy)
+    (f,) = run_check(run, AttentionEntropy)
     assert f.severity is Severity.ERROR, f.message
     steps = [t["step"] for t in f.evidence["trajectory"]]
     assert steps == [10, 20] and f.evidence["entropy_fall"]["to_step"] == 20
@@ -155,7 +143,7 @@ def test_r210_entropy_fall_across_checkpoints_is_an_error(tmp_path, copy_eval):
 # ---- R211 dead-units ----------------------------------------------------------------------------
 def test_r211_dead_mlps_are_an_error(tmp_path, copy_eval):
     run = _run(tmp_path, "dead", _kill_mlps(_model()), copy_eval)
-    (f,) = _findings(run, DeadUnits)
+    (f,) = run_check(run, DeadUnits)
     assert f.severity is Severity.ERROR and f.confidence >= 0.5
     assert f.evidence["dead_fraction"] == 1.0
     assert [L["module"] for L in f.evidence["layers"]] == ["blocks.0.mlp.1", "blocks.1.mlp.1"]
@@ -165,7 +153,7 @@ def test_r211_dead_units_in_a_model_that_fits_its_data_are_a_warning(tmp_path, c
     """DESIGN.md: a dead part of a model that works is waste, not a shown cost. The same dead
     model, judged against a fit bar it meets (0.0), is only a warning."""
     run = _run(tmp_path, "dead_but_fits", _kill_mlps(_model()), copy_eval)
-    (f,) = _findings(run, DeadUnits, fit_accuracy=0.0)
+    (f,) = run_check(run, DeadUnits, fit_accuracy=0.0)
     assert f.severity is Severity.WARNING and f.evidence["dead_fraction"] == 1.0
     assert "fit" in f.evidence and "waste" in f.message
 
@@ -174,19 +162,19 @@ def test_r211_one_dead_layer_is_a_warning(tmp_path, copy_eval):
     model = _model()
     with torch.no_grad():
         model.blocks[0].mlp[0].bias.fill_(-100.0)
-    (f,) = _findings(_run(tmp_path, "half_dead", model, copy_eval), DeadUnits)
+    (f,) = run_check(_run(tmp_path, "half_dead", model, copy_eval), DeadUnits)
     assert f.severity is Severity.WARNING and f.evidence["dead_fraction"] == 0.5
 
 
 def test_r211_normal_models_are_quiet(tmp_path, copy_eval):
     for run in [_run(tmp_path, "fresh", _model(), copy_eval),
                 _run(tmp_path, "trained", _model(train_steps=40), copy_eval)]:
-        found = _findings(run, DeadUnits)
+        found = run_check(run, DeadUnits)
         assert found == [], (run.path, [f.message for f in found])
     d = tmp_path / "gpt2"
     tiny_gpt2(17).save_pretrained(d)
     run = open_run(d, RunOptions(eval_data=str(write_jsonl(copy_eval, tmp_path / "g.jsonl")), budget="fast"))
-    assert _findings(run, DeadUnits) == []
+    assert run_check(run, DeadUnits) == []
 
 
 def test_r211_reads_the_recorder_frac_zero(tmp_path, copy_eval):
@@ -211,7 +199,7 @@ def test_r211_reads_the_recorder_frac_zero(tmp_path, copy_eval):
         rec.save_checkpoint(model, 4)
     ev = write_jsonl(copy_eval, tmp_path / "rec_eval.jsonl")
     run = open_run(folder, RunOptions(eval_data=str(ev), model_factory=FACTORY, budget="fast"))
-    (f,) = _findings(run, DeadUnits)
+    (f,) = run_check(run, DeadUnits)
     assert f.severity is Severity.ERROR
     fz = f.evidence["recorder_frac_zero"]["blocks.0.mlp.1"]
     assert fz["first"] < 0.1 and fz["last"] == 1.0 and "rise during training" in f.message

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from degrade.bench.train import write_jsonl
 from degrade.checks.observation.o105_distribution_shift import DistributionShift
 from degrade.run import RunOptions, open_run
 from degrade.suite import run_one
+
+from tests.helpers import save_weights
 
 from tests.shift_factories import VOCAB, BagOfEmbeddings
 
@@ -26,9 +27,7 @@ def _o105(tmp_path, eval_from_b: bool):
     with torch.no_grad():  # the model has learned that the two halves of the vocabulary differ
         model.embed.weight[a, 0] += 1.0
         model.embed.weight[b, 0] -= 1.0
-    d = tmp_path / "m"
-    d.mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    d = save_weights(model, tmp_path / "m")
     tr = write_jsonl(_rows(a, 600, rng), tmp_path / "t.jsonl")
     ev = write_jsonl(_rows(b if eval_from_b else a, 300, rng), tmp_path / "e.jsonl")
     run = open_run(d, RunOptions(train_data=str(tr), eval_data=str(ev), budget="fast",
