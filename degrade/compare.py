@@ -28,7 +28,7 @@ import numpy as np
 
 from degrade.checks.reachability import curves as C
 from degrade.run import open_run
-from degrade.run.files import read_json, read_jsonl
+from degrade.inputs.native import prediction_records
 from degrade.run.run import Run
 
 Z95 = 1.959964
@@ -172,9 +172,9 @@ def _compare_metric(name: str, ra: Run, rb: Run, a: float, b: float) -> MetricCo
 
 
 def _predictions(run: Run) -> dict[int, dict[str, Any]] | None:
-    if run.native_dir is None or not (run.native_dir / "eval_predictions.jsonl").is_file():
+    if run.native_dir is None or not (run.native_dir / "eval_predictions.jsonl").exists():
         return None
-    rows = [r for r in read_jsonl(run.native_dir / "eval_predictions.jsonl") if not r.get("set")]
+    rows = [r for r in prediction_records(run.native_dir / "eval_predictions.jsonl", run.path) if not r.get("set")]
     if not rows:
         return None
     last = max(r["step"] for r in rows)
@@ -199,12 +199,10 @@ def _eval_size(run: Run) -> int | None:
     n = ((m.get("data") or {}).get("eval") or {}).get("n")
     if isinstance(n, int) and n > 0:
         return n
-    for name in ("eval_results.json", "all_results.json"):
-        p = run.path / name
-        if p.is_file():
-            doc = read_json(p)
-            if isinstance(doc, dict) and isinstance(doc.get("eval_samples"), int):
-                return doc["eval_samples"]
+    for name in ("eval_results", "all_results"):
+        n = (run.results.get(name) or {}).get("eval_samples")
+        if isinstance(n, int) and n > 0:
+            return n
     if run.history is not None and (es := run.history.main_eval_set()) is not None:
         recs = run.history.evals.get(es) or []
         for r in reversed(recs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from degrade.run.load import CAUSAL_LM, SEQ_CLS
+from degrade.run.tasks import CAUSAL_LM, SEQ_CLS
 
 if TYPE_CHECKING:
     from degrade.run.run import Run
@@ -15,7 +15,7 @@ def _history(run: "Run") -> str | None:
         return f"no training history ({run.format}: no trainer_state.json or degrade/scalars.jsonl)"
     if not run.history:
         return "the training history is empty"
-    return None
+    return run.history.step_problem
 
 
 def _train_curve(run: "Run") -> str | None:

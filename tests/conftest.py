@@ -165,3 +165,10 @@ def cli_diagnoses(scenarios, tmp_path_factory):
                          "--output", out_dir / f"{name}.json"])
         return r, before, snapshot(s.run_dir)
     return Lazy(compute)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """An untrained 2-layer GPT-2 saved as a model dir (tests/hostile.py): copy it before changing it."""
+    from hostile import tiny_model_dir
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")

@@ -1,5 +1,5 @@
 """What many test files do the same way: train a tiny model a few steps, save its weights as a
-bare model dir, open a run on it, and run one check."""
+bare model dir, open a run on it, run one check, and see the CLI refuse bad input."""
 from pathlib import Path
 
 import torch
@@ -50,3 +50,21 @@ def run_check(run, cls, **opts):
 
 def errors(findings):
     return [f for f in findings if f.severity is Severity.ERROR]
+
+
+def assert_rejected(argv: list, file_name: str, *problem_words: str) -> str:
+    """`degrade diagnose ARGV` ends with exit 2, nothing on stdout, and one stderr line that names
+    `file_name` and holds each of `problem_words` (case-insensitive): no traceback."""
+    from conftest import one_thread, run_cli
+    with one_thread():
+        r = run_cli(["diagnose", *argv])
+    assert r.code == 2, f"exit {r.code}; stderr: {r.stderr!r}"
+    assert r.stdout == "", r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    line = lines[0]
+    assert "Traceback" not in r.stderr
+    assert file_name in line, line
+    for word in problem_words:
+        assert word.lower() in line.lower(), line
+    return line

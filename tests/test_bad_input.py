@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REAL_RUNS, one_thread, run_cli
+from conftest import REAL_RUNS
+from helpers import assert_rejected
 
 LFS_RUN = REAL_RUNS / "justin-donnelly-spam-detection"
 
@@ -22,21 +23,6 @@ class Touch:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
-
-
-def assert_rejected(argv: list, file_name: str, *problem_words: str) -> str:
-    with one_thread():
-        r = run_cli(["diagnose", *argv])
-    assert r.code == 2, f"exit {r.code}; stderr: {r.stderr!r}"
-    assert r.stdout == "", r.stdout
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    line = lines[0]
-    assert "Traceback" not in r.stderr
-    assert file_name in line, line
-    for word in problem_words:
-        assert word.lower() in line.lower(), line
-    return line
 
 
 @pytest.fixture
@@ -136,3 +122,17 @@ def test_eval_data_without_columns(healthy_copy, scenarios, tmp_path):
 def test_missing_eval_data_file(healthy_copy, tmp_path):
     assert_rejected([healthy_copy, "--eval-data", tmp_path / "nope.jsonl"], "nope.jsonl",
                     "does not exist")
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "training_args.bin", "rng_state.pth", "scheduler.pt"])
+def test_malicious_pickles_beside_the_weights_never_run(name, healthy_copy, scenarios, tmp_path):
+    """The Trainer's other pickles (optimizer state, arguments, RNG and scheduler state) are read
+    with weights_only=True where they are read at all, so a payload in them never executes."""
+    import torch
+    marker = tmp_path / f"pwned-{name}"
+    for folder in (healthy_copy, *healthy_copy.glob("checkpoint-*")):
+        torch.save({"state": Touch(marker)}, folder / name)
+    from conftest import run_cli
+    r = run_cli(["diagnose", healthy_copy, *data_args(scenarios), "--budget", "fast", "--format", "json"])
+    assert r.code in (0, 1, 3), r.stderr
+    assert not marker.exists(), "the pickle was executed"

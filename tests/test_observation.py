@@ -5,6 +5,7 @@ test machines are shared and oversubscribed threads are what make CPU training s
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from degrade.bench.tasks import copy_rows, modular_addition_rows
+from degrade.inputs.frozen import freeze
 from degrade.bench.train import train_hf, write_jsonl
 from degrade.checks.observation._stats import eval_size_from_records, ratio_se, wilson
 from degrade.checks.observation.o101_reobservation import Reobservation
@@ -338,7 +340,8 @@ def test_o102_pairs_the_selected_and_the_last_checkpoint(normal_run, data):
     run = _open(normal_run, eval_data=str(data["eval"]))
     acc100 = next(r["accuracy"] for r in run.history.evals[""] if r["step"] == 100)
     # As if the run had selected checkpoint-100 (metric_for_best_model="accuracy").
-    run.history.meta.update(best_metric=acc100, best_model_checkpoint="/other/machine/checkpoint-100")
+    run.history = dataclasses.replace(run.history, meta=freeze(
+        {**run.history.meta, "best_metric": acc100, "best_model_checkpoint": "/other/machine/checkpoint-100"}))
     findings = _run(run, ErrorBars)
     d = [f for f in findings if f.severity == "info"][0].evidence["sets"]["eval"]["decision"]
     assert d["selected_by_run"] and d["best_step"] == 100 and d["vs_last"]["paired"]

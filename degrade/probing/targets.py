@@ -132,22 +132,15 @@ def target_predictions(model: ModelHandle, examples: Examples, max_examples: int
 
 def eval_targets(run) -> Targets:
     """The chosen model's targets on the eval data, computed once per run (a --budget sample)."""
-    key = "_eval_targets"
-    if key not in run.__dict__:
-        run.__dict__[key] = target_predictions(run.model(), run.eval_data,
-                                               run.budget.max_eval_examples, seed=run.options.seed)
-    return run.__dict__[key]
+    return run.cache("eval_targets", lambda: target_predictions(
+        run.model(), run.eval_data, run.budget.max_eval_examples, seed=run.options.seed))
 
 
 def vocab_problem(run, examples: Examples) -> str | None:
     """Why the model cannot score these examples (token ids outside its vocabulary), else None."""
+    from degrade.inputs.model_fit import fit_problem
     vocab = (run.config or {}).get("vocab_size") or (run.run_config or {}).get("vocab")
-    if not isinstance(vocab, int):
-        return None
-    top = max((max(x) for x in examples.input_ids if x), default=0)
-    if top >= vocab:
-        return f"the eval data holds token id {top}, outside the model's vocabulary of {vocab}"
-    return None
+    return fit_problem(examples, vocab=vocab) if isinstance(vocab, int) else None
 
 
 def scored_eval_targets(run, minimum: int = 20) -> Targets:

@@ -297,11 +297,11 @@ class LayerStats:
 
 def read_layer_stats(native_dir: str | Path) -> LayerStats | None:
     """RUN/degrade/layers.jsonl as a LayerStats, or None when the run has none."""
-    from degrade.run.files import read_jsonl
+    from degrade.inputs.native import layer_records
     path = Path(native_dir) / "layers.jsonl"
-    if not path.is_file():
+    if not path.exists():
         return None
-    records = [r for r in read_jsonl(path) if isinstance(r, dict) and "step" in r]
+    records = layer_records(path, Path(native_dir).parent)
     records.sort(key=lambda r: r["step"])
     steps = np.asarray([float(r["step"]) for r in records])
     return LayerStats(steps, _columns(records, "params", PARAM_KEYS),

@@ -64,6 +64,7 @@ class DegradeLightningCallback(Callback):
         self.recorder.watch(pl_module)  # no optimizer hooks: the Trainer's hooks mark the steps
         self.recorder.manifest["recording"]["layers"] = "lightning-callback" if self.recorder.every > 0 else None
         self._stepped = start
+        self._losses: list[float] = []  # micro-batch losses since the last optimizer step
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         rec = self.recorder
@@ -75,12 +76,18 @@ class DegradeLightningCallback(Callback):
         if rec is None:
             return
         step = int(trainer.global_step)
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._losses.append(float(loss))
         if step > self._stepped:  # an optimizer step was taken on this batch
             rec._guard(lambda: rec._after(step))
             self._stepped = step
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-        rec.log(max(step, 1), loss=loss, lr=lr, epoch=trainer.current_epoch)
+            # One record per optimizer step, as the HF Trainer logs: the mean over its micro-batches
+            # (a record per micro-batch would repeat the step, which degrade reads as a broken log).
+            lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+            mean = sum(self._losses) / len(self._losses) if self._losses else None
+            rec.log(step, loss=mean, lr=lr, epoch=trainer.current_epoch)
+            self._losses = []
 
     def on_validation_end(self, trainer, pl_module) -> None:
         rec = self.recorder

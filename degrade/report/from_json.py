@@ -23,8 +23,8 @@ class _Bad(Exception):
 
 
 def load_diagnosis(path: str | Path) -> Diagnosis:
-    from degrade.run.files import read_json  # invalid JSON, LFS pointers, unreadable -> InputError
-    doc = read_json(Path(path))
+    from degrade.inputs.json_doc import read_json  # invalid JSON, LFS pointers, unreadable -> InputError
+    doc = read_json(Path(path), "diagnosis")
     if not isinstance(doc, dict):
         raise InputError(path, f"is not a degrade diagnosis (top level is a {type(doc).__name__})")
     if doc.get("schema") != SCHEMA:

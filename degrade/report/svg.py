@@ -64,18 +64,18 @@ def wants_log(values: Iterable[float]) -> bool:
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten) covering [lo, hi]."""
-    if hi <= lo:
+    """Round tick values (1, 2 or 5 times a power of ten) covering [lo, hi]: at most ~2*count of
+    them, computed as multiples of the step (never by repeated addition, which stalls when the
+    step is below the float spacing of huge values such as step 10^20)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo]
     raw = (hi - lo) / count
+    if raw <= abs(hi) * 1e-12:  # the range is below float precision at this magnitude
+        return [lo, hi]
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    ticks, t = [], first
-    while t <= hi + step * 1e-9:
-        ticks.append(round(t, 12))
-        t += step
-    return ticks
+    first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+    return [round(k * step, 12) for k in range(first, min(last, first + 4 * count) + 1)]
 
 
 def tick_label(v: float) -> str:

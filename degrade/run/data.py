@@ -20,10 +20,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
 
-from degrade.errors import InputError
-from degrade.run.rows import maybe_json, iter_rows
+from degrade.errors import InputError, one_line
+from degrade.inputs.data_rows import IGNORE_INDEX  # noqa: F401 - re-exported: checks import it from here
+from degrade.inputs.data_rows import class_label, group_value, row_object, text_value, token_list
+from degrade.inputs.json_doc import type_name
+from degrade.run.rows import iter_rows
 
-IGNORE_INDEX = -100
 GROUP_COLUMNS = ("group", "source", "doc_id")  # first one present names each example's cluster
 
 
@@ -89,51 +91,50 @@ def batches_of(examples: Examples, batch: int = 10_000) -> Iterator[tuple[int, E
         yield a, examples.take(slice(a, a + batch))
 
 
-def _checked(path: Path, rows: Iterator[dict]) -> Iterator[dict]:
-    """The rows, after checking the first one has the columns degrade needs."""
+def _checked(path: Path, rows: Iterator[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+    """The rows, each an object with the columns the first one has that degrade reads."""
     first = next(rows, None)
     if first is None:
         raise InputError(path, "holds no examples")
-    if "input_ids" not in first and "text" not in first:
+    where, row = first
+    if not isinstance(row, dict):
+        raise InputError(path, f"{where}: expected a row (an object), got {type_name(row)}")
+    if "input_ids" not in row and "text" not in row:
         raise InputError(path, f"has neither an input_ids nor a text column (columns: "
-                               f"{', '.join(sorted(first))})")
+                               f"{one_line(', '.join(sorted(map(str, row))), 160)})")
+    needed = {c for c in ("input_ids", "text", "labels", "label", *GROUP_COLUMNS) if c in row}
     yield first
-    yield from rows
+    for where, row in rows:
+        yield where, row_object(row, path, where, needed)
 
 
-def _examples(path: Path, rows: list[dict], tokenizer: Callable | None, fingerprint: bool) -> Examples:
-    """Examples from row dicts whose first row has been _checked."""
-    cols = set(rows[0])
-    text = [str(r["text"]) for r in rows] if "text" in cols else None
+def _examples(path: Path, rows: list[tuple[str, dict]], tokenizer: Callable | None, fingerprint: bool) -> Examples:
+    """Examples from validated (where, row) pairs whose first row has been _checked."""
+    cols = set(rows[0][1])
+    text = [text_value(r["text"], path, w) for w, r in rows] if "text" in cols else None
     if "input_ids" in cols:
-        input_ids = [_int_list(r["input_ids"], path, "input_ids") for r in rows]
+        input_ids = [token_list(r["input_ids"], path, w, "input_ids") for w, r in rows]
     else:
         tok = tokenizer() if tokenizer else None
         if tok is None:
             raise InputError(path, "has text but no input_ids, and the run has no tokenizer")
         input_ids = [list(tok(t)["input_ids"]) for t in text]
     labels = label = None
-    if "labels" in cols and isinstance(rows[0]["labels"], (list, str)):
-        labels = [_int_list(r["labels"], path, "labels") for r in rows]
+    first = rows[0][1]
+    if "labels" in cols and isinstance(first["labels"], (list, str)):
+        labels = [token_list(r["labels"], path, w, "labels") for w, r in rows]
     for key in ("label", "labels"):  # an integer per row: a class label
-        if key in cols and not isinstance(rows[0][key], (list, str)):
-            label = [int(r[key]) for r in rows]
+        if key in cols and not isinstance(first[key], (list, str)):
+            label = [class_label(r[key], path, w, key) for w, r in rows]
             break
-    if labels is not None and any(len(a) != len(b) for a, b in zip(labels, input_ids)):
-        raise InputError(path, "has labels whose length differs from input_ids")
+    if labels is not None:
+        bad = next((w for (w, _), a, b in zip(rows, labels, input_ids) if len(a) != len(b)), None)
+        if bad is not None:
+            raise InputError(path, f"{bad}: labels and input_ids differ in length")
     group_col = next((c for c in GROUP_COLUMNS if c in cols), None)
-    group = [str(r[group_col]) for r in rows] if group_col else None
+    group = [group_value(r[group_col], path, w, group_col) for w, r in rows] if group_col else None
     return Examples(path, input_ids, labels, label, text, group,
                     content_fingerprint(input_ids, labels, label) if fingerprint else "")
-
-
-def _int_list(v, path: Path, col: str) -> list[int]:
-    if isinstance(v, str):
-        v = maybe_json(v)
-    try:
-        return [int(t) for t in v]
-    except (TypeError, ValueError):
-        raise InputError(path, f"column {col} must hold lists of integers") from None
 
 
 def content_fingerprint(input_ids, labels, label) -> str:

@@ -15,11 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from degrade.errors import InputError
-from degrade.run.files import find_weights, load_state_dict, read_json
+from degrade.errors import InputError, one_line
+from degrade.inputs.files import is_regular
+from degrade.inputs.model_config import check_layers_fit, read_config
+from degrade.inputs.weights_header import TensorInfo, declared_tensors
+from degrade.run.files import find_weights, load_state_dict
+from degrade.run.hf_auto import (auto_config, auto_tokenizer, model_from_config, refuse_remote_code,
+                                 tokenizer_problem)
 
-CAUSAL_LM = "causal-lm"
-SEQ_CLS = "sequence-classification"
+from degrade.run.tasks import CAUSAL_LM, SEQ_CLS  # noqa: E402 - re-exported for the checks
 
 
 @dataclass
@@ -44,6 +48,17 @@ class ModelHandle:
             out = out[0]
         return out.float()
 
+    def fit_problem(self, examples) -> str | None:
+        """Why `examples` cannot be given to this model (inputs/model_fit.py), or None."""
+        from degrade.inputs.model_fit import fit_problem
+        emb = _embedding_rows(self.module, "get_input_embeddings")
+        out = _embedding_rows(self.module, "get_output_embeddings")
+        cfg = getattr(self.module, "config", None)
+        classes = getattr(cfg, "num_labels", None) if self.task == SEQ_CLS and self.source == "hf" else None
+        learned = self.positions if _has_learned_positions(self.module) else None
+        return fit_problem(examples, vocab=emb, n_out=out if self.task == CAUSAL_LM else None,
+                           n_classes=classes, max_len=learned)
+
     @property
     def positions(self) -> int | None:
         """The longest sequence the model's position table holds, when it has one."""
@@ -56,53 +71,90 @@ class ModelHandle:
 
 def load_model(folder: Path, *, factory: str | None = None, trust_remote_code: bool = False,
                device: str = "cpu", run_config: dict | None = None,
-               task_hint: str | None = None) -> ModelHandle:
+               run_config_path: Path | None = None, task_hint: str | None = None,
+               root: Path | None = None) -> ModelHandle:
+    """The checkpoint's model, its sizes checked against the weights on the meta device first:
+    a config that does not describe these weights is refused before anything is allocated."""
     weights = find_weights(folder)
     if weights is None:
         raise InputError(folder, "has no model weights (model.safetensors or pytorch_model.bin)")
+    shapes = declared_tensors(weights, root)
+    state = None
+    if shapes is None:  # torch files: the shapes are known once read (weights_only=True)
+        state = load_state_dict(weights, root)
+        shapes = {k: TensorInfo(str(v.dtype), tuple(v.shape)) for k, v in state.items()}
     if factory:
-        module = _from_factory(factory, run_config or {})
-        task = task_hint or CAUSAL_LM
-        source = "factory"
+        check_layers_fit(run_config or {}, run_config_path or folder / "config.json", len(shapes), weights)
+        build, task, source = (lambda: _from_factory(factory, run_config or {})), task_hint or CAUSAL_LM, "factory"
     else:
-        module, task = _from_config(folder, trust_remote_code)
+        config_doc = read_config(folder / "config.json", root)
+        refuse_remote_code(folder / "config.json", config_doc, trust_remote_code, "modeling")
+        check_layers_fit(config_doc, folder / "config.json", len(shapes), weights)
+        build, task = _from_config(folder, trust_remote_code)
         source = "hf"
-    state = load_state_dict(weights)
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    meta = _on_meta(build)
+    module = build() if meta is None else None
+    _check_shapes(module if meta is None else meta, shapes, weights)
+    module = module if module is not None else build()
+    state = state if state is not None else load_state_dict(weights, root)
+    module.load_state_dict(state, strict=False)
     if source == "hf" and hasattr(module, "tie_weights"):
         module.tie_weights()
-        tied = {k for k, _ in module.named_parameters()}  # names that survive tying
-        missing = [k for k in missing if k in tied and not _is_tied(module, k)]
-    if missing or unexpected:
-        raise InputError(weights, f"does not match the model: {len(missing)} missing "
-                                  f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
     module.to(device).eval()
     accepts = source == "hf" or "attention_mask" in _forward_params(module)
     return ModelHandle(module, task, source, Path(folder), device, accepts)
 
 
-def _from_config(folder: Path, trust_remote_code: bool) -> tuple[nn.Module, str]:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
-    cfg_path = folder / "config.json"
-    cfg_dict = read_json(cfg_path)
-    if cfg_dict.get("auto_map") and not trust_remote_code:
-        raise InputError(cfg_path, "needs custom modeling code (auto_map); pass --trust-remote-code "
-                                   "if you trust this checkpoint")
+def _on_meta(build):
+    """The model built on the meta device (shapes, no memory), or None when its code cannot be."""
     try:
-        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code,
-                                            local_files_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(cfg_path, f"is not a usable transformers config ({str(e).splitlines()[0][:160]})") from None
+        with torch.device("meta"):
+            return build()
+    except InputError:
+        raise
+    except Exception:  # noqa: BLE001 - a factory may not support meta tensors: build it for real
+        return None
+
+
+def _check_shapes(module: nn.Module, shapes: dict, weights: Path) -> None:
+    """The model's parameters and persistent buffers against the weights' declared tensors.
+    Tied parameters (one tensor under several names) are satisfied by any of their names."""
+    if hasattr(module, "tie_weights"):
+        module.tie_weights()
+    named = module.state_dict(keep_vars=True)
+    aliases: dict[int, list[str]] = {}
+    for name, t in named.items():
+        aliases.setdefault(id(t), []).append(name)
+    missing = [names[0] for names in aliases.values()
+               if not any(n in shapes for n in names) and not any(_is_tied(module, n) for n in names)]
+    unexpected = [k for k in shapes if k not in named]
+    wrong = [f"{k} is {list(shapes[k].shape)} in the weights, {list(t.shape)} in the model"
+             for k, t in named.items() if k in shapes and tuple(t.shape) != shapes[k].shape]
+    if missing or unexpected or wrong:
+        raise InputError(weights, f"does not match the model: {len(missing)} missing (e.g. {missing[:2]}), "
+                                  f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}), {len(wrong)} "
+                                  f"of another shape{' (e.g. ' + wrong[0] + ')' if wrong else ''}")
+
+
+def _from_config(folder: Path, trust_remote_code: bool):
+    """(a builder of the model, its task) from the folder's config."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    config = auto_config(folder, trust_remote_code)
     archs = " ".join(getattr(config, "architectures", None) or [])
     if "SequenceClassification" in archs:
         auto, task = AutoModelForSequenceClassification, SEQ_CLS
     else:
         auto, task = AutoModelForCausalLM, CAUSAL_LM
-    try:
-        model = auto.from_config(config, trust_remote_code=trust_remote_code)
-    except ValueError as e:
-        raise InputError(cfg_path, f"names no causal-LM or classification model ({str(e).splitlines()[0][:160]})") from None
-    return model, task
+
+    def build():
+        try:
+            return model_from_config(auto, config, trust_remote_code)
+        except Exception as e:  # noqa: BLE001 - transformers' own code on the run's config: any
+            # failure (a ValueError, a ZeroDivisionError for n_embd 0, ...) means the config is bad
+            raise InputError(folder / "config.json", f"names no causal-LM or classification model "
+                                                     f"this config can build ({type(e).__name__}: "
+                                                     f"{one_line(e, 160)})") from None
+    return build, task
 
 
 def _from_factory(spec: str, run_config: dict) -> nn.Module:
@@ -124,6 +176,23 @@ def _from_factory(spec: str, run_config: dict) -> nn.Module:
     return module
 
 
+def _embedding_rows(module: nn.Module, getter: str) -> int | None:
+    try:
+        emb = getattr(module, getter)() if hasattr(module, getter) else None
+    except (NotImplementedError, AttributeError):
+        return None
+    if isinstance(emb, nn.Embedding):
+        return emb.num_embeddings
+    if isinstance(emb, nn.Linear):
+        return emb.out_features
+    return None
+
+
+def _has_learned_positions(module: nn.Module) -> bool:
+    from degrade.probing.components import find_positions
+    return any(p.kind == "learned" for p in find_positions(module))
+
+
 def _forward_params(module: nn.Module) -> set[str]:
     try:
         return set(inspect.signature(module.forward).parameters)
@@ -138,13 +207,18 @@ def _is_tied(module: nn.Module, name: str) -> bool:
     return any(name == k or name.endswith(k) for k in keys)
 
 
-def load_tokenizer(folders: list[Path]) -> Any:
-    """The run's tokenizer from the first folder that has one (local files only), else None."""
-    from transformers import AutoTokenizer
+def load_tokenizer(folders: list[Path], trust_remote_code: bool = False,
+                   root: Path | None = None) -> Any:
+    """The run's tokenizer from the first folder that has one (local files only), else None.
+    A tokenizer that needs custom code is refused without the flag (InputError names the file)."""
     for folder in folders:
-        if any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
-            try:
-                return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            except Exception:  # noqa: BLE001 - try the next folder
-                continue
+        if not any(is_regular(folder / f) for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt")):
+            continue
+        problem = tokenizer_problem(folder, trust_remote_code, root)
+        if problem is not None:
+            raise InputError(None, problem)
+        try:
+            return auto_tokenizer(folder, trust_remote_code)
+        except Exception:  # noqa: BLE001 - try the next folder
+            continue
     return None

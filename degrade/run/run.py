@@ -5,15 +5,23 @@ the data and the forward passes are only loaded when a check asks, and then only
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from degrade.budget import Budget
 from degrade.errors import InputError
-from degrade.run.files import find_weights, read_json
+from degrade.inputs.frozen import FrozenDict, freeze, thaw
+from degrade.inputs.model_config import read_config
+from degrade.run.files import find_weights
 from degrade.run.history import History
+
+# What a fresh view of the run (Run.detached) must recompute: the model and everything derived
+# from it. Inputs read from files (history, configs, data) are immutable and shared.
+MODEL_CACHES = ("_model", "_caches", "task")
+DATA_CACHES = ("_training", "train_data", "train_pass", "eval_data")
 
 
 @dataclass
@@ -44,13 +52,36 @@ class Run:
     format: str  # hf-trainer | degrade | model-dir
     options: RunOptions = field(default_factory=RunOptions)
     history: History | None = None
-    checkpoints: list[Checkpoint] = field(default_factory=list)  # sorted by step
-    manifest: dict[str, Any] | None = None  # native runs: degrade/manifest.json
+    checkpoints: tuple[Checkpoint, ...] = ()  # sorted by step
+    manifest: Mapping[str, Any] | None = None  # native runs: degrade/manifest.json
     native_dir: Path | None = None  # RUN/degrade/ when the Recorder wrote one
     best_checkpoint_hint: str | None = None  # trainer_state's best_model_checkpoint
-    # Shared between checks (DESIGN.md §1): e.g. context["axes"] lists failure axes that a
-    # perception check found, so reachability/instantiation checks can defer to them.
+    results: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenDict)  # *_results.json
+    # Shared between checks (DESIGN.md §1): context["axes"] lists failure axes that a check
+    # found, so checks run after it can defer to them. The sandbox (degrade/sandbox/) lets a
+    # check append axes and nothing else.
     context: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.checkpoints = tuple(self.checkpoints)
+        self.manifest = freeze(self.manifest) if self.manifest is not None else None
+
+    def detached(self, keep_data: bool = True) -> "Run":
+        """A view with the same inputs and nothing computed from the model: what the checks after
+        a check that timed out or changed the model must see (that check may still be running)."""
+        drop = MODEL_CACHES + (() if keep_data else DATA_CACHES)
+        # (_model_failed is kept: a model that could not be loaded stays so for the checks after)
+        fresh = dataclasses.replace(self)  # the same context: axes published so far still count
+        fresh.__dict__.update({k: v for k, v in self.__dict__.items()
+                               if k not in drop and k not in fresh.__dict__})
+        return fresh
+
+    def cache(self, key: str, compute: Callable[[], Any]) -> Any:
+        """A value derived from the model (scores, targets), computed once per run view."""
+        caches = self.__dict__.setdefault("_caches", {})
+        if key not in caches:
+            caches[key] = compute()
+        return caches[key]
 
     # ---- budget ----------------------------------------------------------------------------
     @cached_property
@@ -94,14 +125,16 @@ class Run:
         return None
 
     @cached_property
-    def config(self) -> dict[str, Any] | None:
+    def config(self) -> Mapping[str, Any] | None:
         ckpt = self.model_checkpoint
-        if ckpt is None or not (ckpt.path / "config.json").is_file():
+        if ckpt is None or not (ckpt.path / "config.json").exists():
             return None
-        return read_json(ckpt.path / "config.json")
+        return freeze(read_config(ckpt.path / "config.json", self.path))
 
     def model_unavailable(self) -> str | None:
         """Why no model can be examined, or None when one can."""
+        if failed := self.__dict__.get("_model_failed"):
+            return f"the model could not be loaded: {failed}"
         ckpt = self.model_checkpoint
         if ckpt is None:
             return f"no model weights in {self.path} (no checkpoint-N/ with weights, none at the root)"
@@ -117,12 +150,18 @@ class Run:
         return None
 
     def model(self):
-        """The chosen checkpoint's model, in eval mode, loaded once (a ModelHandle)."""
+        """The chosen checkpoint's model, in eval mode, loaded once (a ModelHandle). The data given
+        with it is checked against it here (vocabulary, targets, position table): data that does
+        not fit the model is bad input."""
         if "_model" not in self.__dict__:
             reason = self.model_unavailable()
             if reason:
                 raise InputError(None, reason)
-            self.__dict__["_model"] = self.load_model(self.model_checkpoint)
+            handle = self.load_model(self.model_checkpoint)
+            for data in (self.eval_data, self.train_data):
+                if data is not None and (problem := handle.fit_problem(data)) is not None:
+                    raise InputError(data.path, problem)
+            self.__dict__["_model"] = handle
         return self.__dict__["_model"]
 
     def load_model(self, checkpoint: Checkpoint):
@@ -130,15 +169,22 @@ class Run:
         from degrade.run.load import load_model
         return load_model(checkpoint.path, factory=self.options.model_factory,
                           trust_remote_code=self.options.trust_remote_code,
-                          device=self.options.device, run_config=self.run_config,
-                          task_hint=self.task_hint)
+                          device=self.options.device, run_config=thaw(self.run_config),
+                          run_config_path=self._run_config_path(checkpoint), task_hint=self.task_hint,
+                          root=self.path)
 
     @cached_property
-    def run_config(self) -> dict[str, Any]:
+    def run_config(self) -> Mapping[str, Any]:
         """What the factory may be called with: the recorder's params, else the model config."""
         if self.manifest and isinstance(self.manifest.get("params"), dict):
             return self.manifest["params"]
-        return self.config or {}
+        return self.config or FrozenDict()
+
+    def _run_config_path(self, checkpoint: Checkpoint) -> Path:
+        """The file run_config came from, for messages about it."""
+        if self.manifest and isinstance(self.manifest.get("params"), dict) and self.native_dir:
+            return self.native_dir / "manifest.json"
+        return checkpoint.path / "config.json"
 
     @cached_property
     def task_hint(self) -> str | None:
@@ -210,31 +256,41 @@ class Run:
         folders = [c.path for c in self.checkpoints[::-1]] + [self.path]
         if self.model_checkpoint is not None:
             folders.insert(0, self.model_checkpoint.path)
-        return load_tokenizer(folders)
+        return load_tokenizer(folders, self.options.trust_remote_code, self.path)
 
     # ---- shared forward passes -------------------------------------------------------------
     def eval_scores(self, train_mode: bool = False):
         """Per-example scores of the chosen model on the eval data, computed once per mode."""
-        key = f"_scores_{train_mode}"
-        if key not in self.__dict__:
-            from degrade.probing.scoring import score
-            self.__dict__[key] = score(self.model(), self.eval_data, self.budget.max_eval_examples,
-                                       train_mode=train_mode, seed=self.options.seed)
-        return self.__dict__[key]
+        from degrade.probing.scoring import score
+        return self.cache(f"scores_{train_mode}", lambda: score(
+            self.model(), self.eval_data, self.budget.max_eval_examples, train_mode=train_mode,
+            seed=self.options.seed))
 
     def train_scores(self):
         """Per-example scores of the chosen model on a budget sample of the training data (the
         sample in memory), computed once for the checks that ask how well it fits its data."""
-        if "_train_scores" not in self.__dict__:
-            from degrade.probing.scoring import score
-            self.__dict__["_train_scores"] = score(self.model(), self.train_data,
-                                                   self.budget.max_train_examples, seed=self.options.seed)
-        return self.__dict__["_train_scores"]
+        from degrade.probing.scoring import score
+        return self.cache("train_scores", lambda: score(
+            self.model(), self.train_data, self.budget.max_train_examples, seed=self.options.seed))
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "format": self.format,
-                "checkpoint": str(self.model_checkpoint.path) if self._safe_ckpt() else None,
-                "task": self.task_hint, "checkpoints": len(self.checkpoints)}
+        out = {"path": str(self.path), "format": self.format,
+               "checkpoint": str(self.model_checkpoint.path) if self._safe_ckpt() else None,
+               "task": self.task_hint, "checkpoints": len(self.checkpoints)}
+        if self.history is not None and (self.history.notes or self.history.step_problem):
+            out["notes"] = [*self.history.notes, *([self.history.step_problem] if self.history.step_problem else [])]
+        if linked := self.linked_weights():
+            out["linked_weights"] = linked
+        return out
+
+    def linked_weights(self) -> dict[str, str]:
+        """Weight files that are links out of the run dir (followed, and named here)."""
+        base, out = self.path.resolve(), {}
+        for c in self.checkpoints:
+            w = c.weights
+            if w is not None and base not in w.resolve().parents:
+                out[str(w.relative_to(self.path)) if self.path in w.parents else str(w)] = str(w.resolve())
+        return out
 
     def _safe_ckpt(self) -> Checkpoint | None:
         try:

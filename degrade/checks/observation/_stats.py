@@ -200,6 +200,10 @@ def full_design_effect(deff_sample: float, m_sample: float, m_full: float) -> fl
 
 
 # ---- eval-set size from a history -------------------------------------------------------------
+# The exact-k/n refinement scans +-5% around the estimate: bounded so that a corrupt eval_runtime
+# (an estimate of 10^12 examples) cannot turn it into a scan of 10^11 candidates.
+MAX_FIT_N = 1_000_000
+MAX_FIT_VALUES = 64
 def eval_size_from_records(records: list[dict], proportion_keys: Iterable[str] = ()) -> tuple[int | None, str]:
     """(n, how) for an eval set from its records: median of runtime * samples_per_second, refined
     to the nearest n that makes every logged proportion a k/n fraction when one fits within 5%.
@@ -212,15 +216,17 @@ def eval_size_from_records(records: list[dict], proportion_keys: Iterable[str] =
     n_est = float(np.median(est))
     how = (f"estimated as eval_runtime x eval_samples_per_second (median over {len(est)} eval "
            f"record(s): {n_est:.1f})")
-    values = [float(r[k]) for r in records for k in proportion_keys
-              if isinstance(r.get(k), (int, float)) and 0.0 <= float(r[k]) <= 1.0]
-    if values and n_est >= 1:
+    values = sorted({float(r[k]) for r in records for k in proportion_keys
+                     if isinstance(r.get(k), (int, float)) and 0.0 <= float(r[k]) <= 1.0})[:MAX_FIT_VALUES]
+    if values and 1 <= n_est <= MAX_FIT_N:
         lo, hi = max(1, int(math.floor(n_est * 0.95))), int(math.ceil(n_est * 1.05)) + 1
-        fits = [m for m in range(lo, hi)
-                if all(abs(v * m - round(v * m)) < 1e-6 * max(m, 1) for v in values)]
+        m = np.arange(lo, hi, dtype=float)
+        v = np.asarray(values)[:, None] * m
+        ok = (np.abs(v - np.round(v)) < 1e-6 * np.maximum(m, 1)).all(axis=0)
+        fits = m[ok].astype(int).tolist()
         # An n that fits only because every value is 0, 1/2, ... tells nothing: require that the
         # fit is specific (fewer than 1 in 4 candidates fit).
         if fits and len(fits) <= max(1, (hi - lo) // 4):
-            m = min(fits, key=lambda c: abs(c - n_est))
-            return m, how + f"; {m} makes every logged {', '.join(sorted(set(proportion_keys)))} an exact k/n"
+            best = min(fits, key=lambda c: abs(c - n_est))
+            return best, how + f"; {best} makes every logged {', '.join(sorted(set(proportion_keys)))} an exact k/n"
     return max(1, int(round(n_est))), how

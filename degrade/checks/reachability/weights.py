@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from degrade.errors import InputError
-from degrade.run.files import load_state_dict, read_json
+from degrade.inputs.native import initial_digest as read_initial_digest
+from degrade.run.files import load_state_dict
 
 if TYPE_CHECKING:
     from degrade.run.run import Checkpoint, Run
@@ -35,7 +36,7 @@ def with_weights(run: "Run") -> list["Checkpoint"]:
 
 def load(checkpoint: "Checkpoint") -> dict[str, torch.Tensor]:
     assert checkpoint.weights is not None
-    return {k: v for k, v in load_state_dict(checkpoint.weights).items() if isinstance(v, torch.Tensor)}
+    return load_state_dict(checkpoint.weights)
 
 
 def initial_snapshot(run: "Run") -> dict[str, torch.Tensor] | None:
@@ -51,9 +52,7 @@ def initial_snapshot(run: "Run") -> dict[str, torch.Tensor] | None:
 def initial_digest(run: "Run") -> dict[str, dict[str, Any]] | None:
     if run.native_dir is None or not (run.native_dir / INITIAL_DIGEST).is_file():
         return None
-    doc = read_json(run.native_dir / INITIAL_DIGEST)
-    params = doc.get("params") if isinstance(doc, dict) else None
-    return params if isinstance(params, dict) else None
+    return read_initial_digest(run.native_dir / INITIAL_DIGEST, run.path)
 
 
 def reference_weights(run: "Run") -> tuple[dict[str, torch.Tensor], int, str] | None:
