@@ -5,11 +5,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from degrade.config import load_config
+from degrade.check import CheckResult
+from degrade.config import load_config, validate_options
 from degrade.diagnosis import Diagnosis
 from degrade.ladder import walk
-from degrade.registry import all_checks, selected
+from degrade.layers import Layer
+from degrade.registry import load_checks, selected
 from degrade.run import RunOptions, open_run
+from degrade.sandbox import Limits
+from degrade.sandbox.limits import GB
 from degrade.suite import run_checks
 
 
@@ -20,10 +24,13 @@ def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
              budget: str | None = None, seed: int = 0, device: str = "cpu",
              threads: int | None = None,
              options: dict[str, dict[str, Any]] | None = None, config: dict[str, Any] | None = None,
-             on_progress: Callable | None = None) -> Diagnosis:
+             on_progress: Callable | None = None, check_timeout: float | None = None,
+             check_memory: float | None = None) -> Diagnosis:
     """Diagnose a run dir. Options mirror `degrade diagnose`; `options` maps a check code to its
     threshold overrides, on top of `[tool.degrade]` (read from the nearest pyproject.toml unless
-    `config` is given). `threads` sets torch's CPU threads (default: torch's own choice)."""
+    `config` is given). `threads` sets torch's CPU threads (default: torch's own choice).
+    `check_timeout` (seconds, default: the budget's) and `check_memory` (GB of new memory a check
+    may take; default: no cap here, the CLI caps at 90% of the available memory) bound each check."""
     start = time.perf_counter()
     if threads:
         import torch
@@ -37,9 +44,17 @@ def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
         eval_data=str(eval_data) if eval_data else None,
         checkpoint=checkpoint, model_factory=model_factory, trust_remote_code=trust_remote_code,
         budget=budget or cfg.get("budget", "standard"), seed=seed, device=device))
-    checks = selected(all_checks(), select if select is not None else cfg.get("select"),
+    for data in ("eval_data", "train_data"):  # given data is read (and refused if bad) even when
+        getattr(run, data)  # no selected check turns out to need it
+    usable, broken = load_checks()
+    checks = selected(usable, select if select is not None else cfg.get("select"),
                       ignore if ignore is not None else cfg.get("ignore"))
-    results = run_checks(run, checks, opts, on_progress)
+    validate_options(usable, opts)
+    limits = Limits(seconds=check_timeout or run.budget.check_seconds,
+                    memory=int(check_memory * GB) if check_memory else None)
+    results = run_checks(run, checks, opts, on_progress, limits)
+    results += [CheckResult(p.name, p.target, Layer.TOOL, "failed", f"plugin {p.name} ({p.target}): {p.reason}")
+                for p in broken]
     verdict, layers = walk(results)
     return Diagnosis(run=run.describe(), verdict=verdict, layers=layers, checks=results,
                      total_seconds=time.perf_counter() - start, curves=_curves(run))

@@ -68,7 +68,11 @@ class CheckResult:
     reason: str = ""
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
+    output: str = ""  # what the check printed (captured by the sandbox, cut short)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "name": self.name, "layer": self.layer.value,
-                "status": self.status, "reason": self.reason, "seconds": round(self.seconds, 3)}
+        d = {"code": self.code, "name": self.name, "layer": self.layer.value,
+             "status": self.status, "reason": self.reason, "seconds": round(self.seconds, 3)}
+        if self.output:
+            d["output"] = self.output
+        return d

@@ -43,6 +43,44 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     return data.get("tool", {}).get("degrade", {}) or {}
 
 
+def validate_options(checks, options: dict[str, dict[str, Any]]) -> None:
+    """Every override names a known check and option, with a value of the default's type."""
+    by_code = {c.code: c for c in checks}
+    for code, values in options.items():
+        cls = by_code.get(code)
+        if cls is None:
+            raise InputError(None, f"option for {code}: no such check (see `degrade checks`)")
+        if not isinstance(values, dict):
+            raise InputError(None, f"options for {code} must be a table of option = value")
+        for name, value in values.items():
+            if name not in cls.options:
+                raise InputError(None, f"{code} has no option {name}; known: "
+                                       f"{', '.join(sorted(cls.options)) or 'none'}")
+            if (why := _type_problem(cls.options[name], value)) is not None:
+                raise InputError(None, f"{code}.{name}={value!r}: {why}")
+
+
+def _type_problem(default: Any, value: Any) -> str | None:
+    import math
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "expects true or false"
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "expects a number"
+        if not math.isfinite(value):
+            return "expects a finite number"
+        if isinstance(default, int) and not float(value).is_integer():
+            return "expects an integer"
+        return None
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "expects a string"
+    if isinstance(default, (list, tuple)):
+        return None if isinstance(value, (list, tuple)) else "expects a list"
+    return None
+
+
 def parse_option(text: str) -> tuple[str, str, Any]:
     """`R201.min_gain_fraction=0.2` -> ("R201", "min_gain_fraction", 0.2)."""
     try:

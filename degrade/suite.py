@@ -1,15 +1,14 @@
-"""Running checks against a run: needs first, then the check; a crash becomes a `failed` entry."""
+"""Running checks against a run, each behind the sandbox (degrade/sandbox/): needs first, then the
+check; a crash, a hang, garbage or a mutation becomes a `failed` entry and the diagnosis goes on."""
 from __future__ import annotations
 
-import time
-import traceback
 from typing import Any, Callable
 
-from degrade.check import Check, CheckResult, CheckSkipped
-from degrade.errors import InputError
+from degrade.check import Check, CheckResult
 from degrade.layers import WALK
-from degrade.needs import missing
 from degrade.run.run import Run
+from degrade.sandbox import Limits, run_check
+from degrade.sandbox.output import OutputCapture
 
 _WALK_INDEX = {layer: i for i, layer in enumerate(WALK)}
 
@@ -20,39 +19,25 @@ def run_order(checks: list[type[Check]]) -> list[type[Check]]:
 
 
 def run_checks(run: Run, checks: list[type[Check]], options: dict[str, dict[str, Any]] | None = None,
-               on_progress: Callable[[type[Check]], None] | None = None) -> list[CheckResult]:
+               on_progress: Callable[[type[Check]], None] | None = None,
+               limits: Limits | None = None) -> list[CheckResult]:
     results = []
-    for cls in run_order(checks):
-        if on_progress:
-            on_progress(cls)
-        results.append(run_one(run, cls, (options or {}).get(cls.code, {})))
+    capture = OutputCapture()
+    with capture.installed():
+        for cls in run_order(checks):
+            if on_progress:
+                on_progress(cls)
+            outcome = run_check(run, cls, (options or {}).get(cls.code, {}), limits or Limits(), capture)
+            results.append(outcome.result)
+            if outcome.stale:  # the check may have touched (or still be touching) the run's model
+                run = run.detached(keep_data=not outcome.stale_data)
+                if outcome.model_failed:
+                    run.__dict__["_model_failed"] = outcome.model_failed
     return results
 
 
-def run_one(run: Run, cls: type[Check], opts: dict[str, Any]) -> CheckResult:
-    result = CheckResult(cls.code, cls.name, cls.layer, "ran")
-    start = time.perf_counter()
-    try:
-        check = cls(**opts)  # a bad option is the user's error: let it end the diagnosis
-        reason = missing(run, cls.needs)
-        if reason is not None:
-            result.status, result.reason = "skipped", reason
-        else:
-            result.findings = list(check.run(run) or [])
-    except InputError:
-        raise
-    except CheckSkipped as e:
-        result.status, result.reason = "skipped", str(e)
-    except Exception as e:  # noqa: BLE001 - a check that crashes must not end the diagnosis
-        _failed(result, e)
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-def _failed(result: CheckResult, e: BaseException) -> None:
-    frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-    where = f" at {frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else ""
-    result.status = "failed"
-    result.reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{where}"[:300]
-    result.findings = []
-
+def run_one(run: Run, cls: type[Check], opts: dict[str, Any], limits: Limits | None = None) -> CheckResult:
+    """One check through the sandbox (for tests and the Python API)."""
+    capture = OutputCapture()
+    with capture.installed():
+        return run_check(run, cls, opts, limits or Limits(), capture).result
