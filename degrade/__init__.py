@@ -4,9 +4,7 @@
     d = degrade.diagnose("runs/my-run", eval_data="eval.jsonl")
     print(d.verdict["headline"]); d.save("report.html")
 """
-from degrade.api import diagnose
 from degrade.check import Check, CheckResult
-from degrade.diagnosis import Diagnosis
 from degrade.errors import InputError
 from degrade.finding import Finding, Severity
 from degrade.layers import Layer
@@ -19,8 +17,15 @@ __all__ = ["diagnose", "Diagnosis", "Finding", "Severity", "Layer", "Check", "Ch
 _RECORDERS = ("Recorder", "DegradeCallback", "DegradeLightningCallback")
 
 
-def __getattr__(name):  # the recorders pull in torch/transformers/lightning: import on first use
+def __getattr__(name):  # imported on first use: `import degrade` stays light, and a Ctrl-C while
+    # the heavy modules load lands inside the CLI's handler rather than in a traceback
     if name in _RECORDERS:
         import degrade.record
         return getattr(degrade.record, name)
+    if name == "diagnose":
+        from degrade.api import diagnose
+        return diagnose
+    if name == "Diagnosis":
+        from degrade.diagnosis import Diagnosis
+        return Diagnosis
     raise AttributeError(f"module 'degrade' has no attribute {name!r}")

@@ -1,18 +1,25 @@
 """The `degrade` command. Thin: it parses arguments and calls the API.
 
-Exit codes (ruff's model): 0 nothing degraded, 1 degradation found, 2 bad input or usage.
+Exit codes (ruff's model): 0 nothing degraded and enough was checked, 1 degradation found,
+2 bad input or usage (one line naming the file and the problem), 3 inconclusive (too little could
+be checked), 4 an internal error (degrade's own bug: one line, the traceback with --debug),
+130 interrupted. Only this module's imports run before main() catches everything, so that a
+Ctrl-C or a failed import while degrade starts is handled like any other error.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from degrade.demo import DEFAULT_FAULT, FAULTS
-from degrade.errors import InputError
+from degrade.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, InputError, one_line)
 
 FORMATS = ("console", "json", "markdown", "html")
+EXIT_CODES = ("exit codes: 0 nothing degraded and enough was checked; 1 degradation found; "
+              "2 bad input or usage; 3 inconclusive (too little could be checked); "
+              "4 internal error (a bug in degrade); 130 interrupted")
 
 
 def _codes(text: str) -> list[str]:
@@ -20,9 +27,12 @@ def _codes(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from degrade.demo import DEFAULT_FAULT, FAULTS
     p = argparse.ArgumentParser(prog="degrade", description="Find the layer where your trained "
-                                "transformer degrades: observation, reachability, instantiation, perception.")
+                                "transformer degrades: observation, reachability, instantiation, perception.",
+                                epilog=EXIT_CODES)
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = p.add_subparsers(dest="command")
 
     d = sub.add_parser("diagnose", help="diagnose a run dir (Trainer output_dir, degrade run, or model dir)")
@@ -43,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu", help="cpu | cuda")
     d.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is "
                    "fastest for tiny models on a busy machine)")
+    d.add_argument("--check-timeout", type=float, metavar="SECONDS",
+                   help="seconds one check may run before it is failed (default: the budget's: "
+                   "fast 600, standard 1800, thorough 7200)")
+    d.add_argument("--check-memory", type=float, metavar="GB",
+                   help="memory one check may add before it is failed (default: 90%% of what is "
+                   "available when the diagnosis starts; 0 for no cap)")
 
     c = sub.add_parser("checks", help="list the checks, or print one's documentation")
     c.add_argument("code", nargs="?")
@@ -78,26 +94,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, before or after the subcommand
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
-        return int(e.code or 0)
+        return _main([a for a in argv if a != "--debug"])
+    except InputError as e:
+        _say(f"degrade: error: {e}")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _say("degrade: interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except SystemExit as e:  # argparse: 2 on usage errors, 0 on --help
+        return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
+    except BaseException as e:  # noqa: BLE001 - the boundary: nothing may escape as a traceback
+        frame = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+        if debug:
+            traceback.print_exception(e, file=sys.stderr)
+        _say(f"degrade: internal error: {type(e).__name__}: {one_line(e, 200)}{where}. This is a bug "
+             "in degrade, not in your run: please report it in degrade's issue tracker with the "
+             "output of the same command run with --debug")
+        return EXIT_INTERNAL
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.version:
         from degrade import __version__
         print(f"degrade {__version__}")
         return 0
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_BAD_INPUT
+    return {"diagnose": _diagnose, "checks": _checks, "report": _report, "demo": _demo, "bench": _bench,
+            "compare": _compare, "learning-curve": _learning_curve}[args.command](args)
+
+
+def _say(line: str) -> None:
     try:
-        return {"diagnose": _diagnose, "checks": _checks, "report": _report, "demo": _demo, "bench": _bench,
-                "compare": _compare, "learning-curve": _learning_curve}[args.command](args)
-    except InputError as e:
-        print(f"degrade: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        print(line, file=sys.stderr)
+    except (BrokenPipeError, ValueError, UnicodeEncodeError):
+        pass
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (`degrade ... | head`): stop without a word. Python would
+    report the failed flush of stdout at exit, so stdout is pointed at /dev/null first."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a writer whose pipe closed
 
 
 def _diagnose(args) -> int:
@@ -112,10 +163,21 @@ def _diagnose(args) -> int:
                      checkpoint=args.checkpoint, model_factory=args.model_factory,
                      trust_remote_code=args.trust_remote_code, select=args.select, ignore=args.ignore,
                      budget=args.budget, seed=args.seed, device=args.device, threads=args.threads,
-                     options=options,
-                     on_progress=on_progress)
+                     options=options, on_progress=on_progress, check_timeout=args.check_timeout,
+                     check_memory=_check_memory(args.check_memory))
     _emit(d, args.format, args.output)
     return d.exit_code
+
+
+def _check_memory(gb: float | None) -> float | None:
+    """GB a check may add: the flag, else 90% of the memory available now (None: no cap)."""
+    if gb is not None:
+        if gb < 0 or gb != gb:
+            raise InputError(None, f"--check-memory {gb}: expected a number of GB >= 0")
+        return gb or None
+    from degrade.sandbox.limits import GB, available_memory
+    avail = available_memory()
+    return 0.9 * avail / GB if avail else None
 
 
 def _emit(d, fmt: str, output: str | None) -> None:
@@ -130,13 +192,14 @@ def _emit(d, fmt: str, output: str | None) -> None:
         print(f"degrade: wrote {output}", file=sys.stderr)
     else:
         text = {"json": d.to_json, "markdown": d.to_markdown, "html": d.to_html}[fmt]()
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        _write_stdout(text if text.endswith("\n") else text + "\n")
 
 
 def _checks(args) -> int:
     from degrade import registry
+    checks, broken = registry.load_checks()
     if args.code:
-        cls = registry.find(args.code)
+        cls = next((c for c in checks if c.code == args.code.upper()), None)
         if cls is None:
             raise InputError(None, f"no check with code {args.code.upper()} (see `degrade checks`)")
         print(f"{cls.code} {cls.name} [{cls.layer.value}]\n")
@@ -148,8 +211,10 @@ def _checks(args) -> int:
     from rich.console import Console
     from rich.table import Table
     table = Table("code", "name", "layer", "needs", "what it detects", box=None)
-    for cls in registry.all_checks():
+    for cls in checks:
         table.add_row(cls.code, cls.name, cls.layer.value, ", ".join(sorted(cls.needs)), cls.summary())
+    for p in broken:
+        table.add_row(p.name, p.target, "failed", "", p.reason)
     Console().print(table)
     return 0
 
@@ -189,10 +254,17 @@ def _write_result(as_json: dict, as_text: str, args) -> int:
     import json
     text = json.dumps(as_json, indent=2, default=str) + "\n" if args.format == "json" else as_text
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        Path(args.output).write_text(text, encoding="utf-8", errors="replace")
     else:
-        sys.stdout.write(text)
+        _write_stdout(text)
     return 0
+
+
+def _write_stdout(text: str) -> None:
+    """The document on stdout; a lone surrogate (an undecodable file name) becomes U+FFFD."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    sys.stdout.write(text.encode(encoding, "replace").decode(encoding))
+    sys.stdout.flush()
 
 
 def _bench(args) -> int:

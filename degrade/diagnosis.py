@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from degrade.check import CheckResult
+from degrade.errors import EXIT_CLEAN, EXIT_DEGRADED, EXIT_INCONCLUSIVE
 from degrade.finding import Finding
 from degrade.layers import WALK, Layer
 from degrade.ladder import LayerReport
@@ -35,7 +36,10 @@ class Diagnosis:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.degraded else 0
+        """1 degraded, 3 inconclusive (too little could be checked), 0 nothing degraded."""
+        if self.degraded:
+            return EXIT_DEGRADED
+        return EXIT_INCONCLUSIVE if self.verdict["layer"] == "inconclusive" else EXIT_CLEAN
 
     def to_dict(self) -> dict[str, Any]:
         from degrade import __version__
@@ -71,7 +75,8 @@ class Diagnosis:
         fmt = fmt or {".json": "json", ".md": "markdown", ".html": "html", ".htm": "html"}.get(
             path.suffix.lower(), "json")
         text = {"json": self.to_json, "markdown": self.to_markdown, "html": self.to_html}[fmt]()
-        path.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
+        # errors="replace": a lone surrogate (an undecodable file name) must not stop the report
+        path.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8", errors="replace")
         return path
 
 
