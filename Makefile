@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench fuzz
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -27,3 +27,10 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/degrade bench
+
+# The hardening fuzzer at full size: 10,000 mutated inputs through the CLI, fixed seed (two
+# shards in parallel, one per core); the tally goes to fuzz-report-*.json (docs/benchmarks.md).
+fuzz: setup
+	DEGRADE_FUZZ_CASES=5000 DEGRADE_FUZZ_SEED=1 DEGRADE_FUZZ_REPORT=fuzz-report-1.json $(PY) -m pytest -q tests/test_fuzz.py & \
+	DEGRADE_FUZZ_CASES=5000 DEGRADE_FUZZ_SEED=2 DEGRADE_FUZZ_REPORT=fuzz-report-2.json $(PY) -m pytest -q tests/test_fuzz.py; \
+	b=$$?; wait $$!; a=$$?; exit $$((a || b))
