@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import measure as measure_child  # noqa: E402
 
 VOCAB = 32_000
 
@@ -58,17 +60,9 @@ def write_data(folder: Path, n_train: int, n_eval: int, copies: int, seed: int) 
 
 
 def measure(run_dir: Path, train: Path, evals: Path) -> dict:
-    code = ("import resource, subprocess, sys, json, time\n"
-            "t = time.perf_counter()\n"
-            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-            "print(json.dumps({'rc': p.returncode, 'wall_s': time.perf_counter() - t,\n"
-            "  'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,\n"
-            "  'stdout': p.stdout, 'stderr': p.stderr[-2000:]}))\n")
-    cmd = [sys.executable, "-c", code, sys.executable, "-m", "degrade", "diagnose", str(run_dir),
-           "--train-data", str(train), "--eval-data", str(evals), "--budget", "thorough",
-           "--format", "json"]
-    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    if out["rc"] not in (0, 1):
+    out = measure_child([sys.executable, "-m", "degrade", "diagnose", str(run_dir), "--train-data",
+                         str(train), "--eval-data", str(evals), "--budget", "thorough", "--format", "json"])
+    if out["rc"] not in (0, 1, 3):
         raise SystemExit(f"degrade diagnose failed ({out['rc']}): {out['stderr']}")
     d = json.loads(out["stdout"])
     found = {f["code"]: f["evidence"] for f in d["findings"]}
