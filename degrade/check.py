@@ -28,6 +28,9 @@ class Check:
     # Checks that publish failure axes into run.context run before the others, so that a
     # reachability or instantiation check can see them and defer (DESIGN.md §1).
     publishes_axes: ClassVar[bool] = False
+    # Perturbation passes of its own, in probe shares of the budget (engine.probe_indices): what
+    # the cost plan counts before the diagnosis starts. Everything else comes from shared passes.
+    probes: ClassVar[int] = 0
 
     def __init__(self, **options: Any):
         unknown = set(options) - set(self.options)
@@ -69,10 +72,13 @@ class CheckResult:
     seconds: float = 0.0
     findings: list[Finding] = field(default_factory=list)
     output: str = ""  # what the check printed (captured by the sandbox, cut short)
+    passes: float = 0.0  # model compute it spent, in eval passes (engine/meter.py)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"code": self.code, "name": self.name, "layer": self.layer.value,
              "status": self.status, "reason": self.reason, "seconds": round(self.seconds, 3)}
+        if self.passes:
+            d["model_passes"] = round(self.passes, 3)
         if self.output:
             d["output"] = self.output
         return d

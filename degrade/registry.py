@@ -1,6 +1,9 @@
 """Finding checks: the built-in ones under degrade/checks/, and third-party ones registered in the
 entry-point group `degrade.checks` (each entry point names a Check subclass or a list of them).
 
+Built-in checks are known by their specs (check_spec.py), read from their source without importing
+them: a check module is imported only when the check runs.
+
 A plugin that fails to import, or names something that is not a valid check, never stops degrade:
 it is listed as a broken plugin (a `failed` entry in every diagnosis, a row in `degrade checks`)
 and the other checks run. A built-in check that fails to import is degrade's own bug: it raises.
@@ -8,12 +11,14 @@ and the other checks run. A built-in check that fails to import is degrade's own
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from degrade.check import Check
+from degrade.check_spec import CheckSpec, specs_in
 from degrade.errors import one_line
 from degrade.layers import CODE_PREFIX
 
@@ -28,15 +33,26 @@ class BrokenPlugin:
     reason: str
 
 
+@lru_cache(maxsize=1)
+def builtin_specs() -> tuple[CheckSpec, ...]:
+    """Every check class defined under degrade/checks/, from the sources (cached: they are ours)."""
+    root = Path(__file__).parent / "checks"
+    found: list[CheckSpec] = []
+    for path in sorted(root.rglob("*.py")):
+        module = "degrade." + ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        specs = specs_in(path, module)
+        if specs is None:  # a class the source reader cannot follow: import it
+            mod = importlib.import_module(module)
+            specs = [CheckSpec.of(obj) for obj in vars(mod).values()
+                     if isinstance(obj, type) and issubclass(obj, Check) and obj.__module__ == module
+                     and getattr(obj, "code", None)]
+        found += specs
+    return tuple(found)
+
+
 def builtin_checks() -> list[type[Check]]:
-    import degrade.checks as pkg
-    found = []
-    for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
-        module = importlib.import_module(info.name)
-        found += [obj for obj in vars(module).values()
-                  if isinstance(obj, type) and issubclass(obj, Check) and obj.__module__ == module.__name__
-                  and getattr(obj, "code", None)]
-    return found
+    """The built-in check classes (imports every check module)."""
+    return [s.load() for s in builtin_specs()]
 
 
 def plugin_checks() -> tuple[list[type[Check]], list[BrokenPlugin]]:
@@ -60,31 +76,38 @@ def plugin_checks() -> tuple[list[type[Check]], list[BrokenPlugin]]:
 
 
 def _problem(cls) -> str | None:
-    if not (isinstance(cls, type) and issubclass(cls, Check)):
+    if not isinstance(cls, CheckSpec) and not (isinstance(cls, type) and issubclass(cls, Check)):
         return f"{cls!r} is not a degrade Check subclass"
     code, layer = getattr(cls, "code", None), getattr(cls, "layer", None)
+    name = getattr(cls, "qualname", None) or cls.__name__
     if not isinstance(code, str) or not CODE_RE.match(code) or CODE_PREFIX.get(code[0]) != layer:
-        return f"check {cls.__name__} has code {code!r} that does not fit its layer {layer}"
+        return f"check {name} has code {code!r} that does not fit its layer {layer}"
     if not isinstance(getattr(cls, "needs", None), (frozenset, set)) or not isinstance(getattr(cls, "options", None), dict):
-        return f"check {cls.__name__} must declare needs as a set and options as a dict"
+        return f"check {name} must declare needs as a set and options as a dict"
     return None
 
 
-def load_checks() -> tuple[list[type[Check]], list[BrokenPlugin]]:
-    """Every usable check, sorted by code, and the plugins that could not be used."""
-    checks: dict[str, type[Check]] = {}
-    for cls in builtin_checks():
-        if (problem := _problem(cls)) is not None:
+def load_specs() -> tuple[list[CheckSpec], list[BrokenPlugin]]:
+    """Every usable check's spec, sorted by code, and the plugins that could not be used."""
+    checks: dict[str, CheckSpec] = {}
+    for spec in builtin_specs():
+        if (problem := _problem(spec)) is not None:
             raise ValueError(problem)  # degrade's own check: a bug to fix, not to hide
-        checks[cls.code] = cls
+        checks[spec.code] = spec
     plugins, broken = plugin_checks()
     for cls in plugins:
-        if cls.code in checks and checks[cls.code] is not cls:
+        if cls.code in checks and checks[cls.code].cls is not cls:
             broken.append(BrokenPlugin(cls.code, f"{cls.__module__}:{cls.__qualname__}",
-                                       f"code {cls.code} is already taken by {checks[cls.code].__name__}"))
+                                       f"code {cls.code} is already taken by {checks[cls.code].qualname}"))
             continue
-        checks[cls.code] = cls
+        checks[cls.code] = CheckSpec.of(cls)
     return [checks[c] for c in sorted(checks)], broken
+
+
+def load_checks() -> tuple[list[type[Check]], list[BrokenPlugin]]:
+    """Every usable check class (imports them all), and the broken plugins."""
+    specs, broken = load_specs()
+    return [s.load() for s in specs], broken
 
 
 def all_checks() -> list[type[Check]]:
@@ -100,4 +123,5 @@ def selected(checks: list[type[Check]], select: list[str] | None, ignore: list[s
 
 
 def find(code: str) -> type[Check] | None:
-    return next((c for c in all_checks() if c.code == code.upper()), None)
+    spec = next((s for s in load_specs()[0] if s.code == code.upper()), None)
+    return spec.load() if spec is not None else None

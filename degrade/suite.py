@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from degrade.check import Check, CheckResult
+from degrade.check_spec import CheckSpec
 from degrade.layers import WALK
 from degrade.run.run import Run
 from degrade.sandbox import Limits, run_check
@@ -13,21 +14,22 @@ from degrade.sandbox.output import OutputCapture
 _WALK_INDEX = {layer: i for i, layer in enumerate(WALK)}
 
 
-def run_order(checks: list[type[Check]]) -> list[type[Check]]:
+def run_order(checks: list[CheckSpec | type[Check]]) -> list[CheckSpec]:
     """Axis publishers first (others may defer to them), then the walk order O, R, I, P."""
-    return sorted(checks, key=lambda c: (not c.publishes_axes, _WALK_INDEX.get(c.layer, 9), c.code))
+    specs = [CheckSpec.of(c) for c in checks]
+    return sorted(specs, key=lambda c: (not c.publishes_axes, _WALK_INDEX.get(c.layer, 9), c.code))
 
 
-def run_checks(run: Run, checks: list[type[Check]], options: dict[str, dict[str, Any]] | None = None,
-               on_progress: Callable[[type[Check]], None] | None = None,
+def run_checks(run: Run, checks: list[CheckSpec | type[Check]], options: dict[str, dict[str, Any]] | None = None,
+               on_progress: Callable[[CheckSpec], None] | None = None,
                limits: Limits | None = None) -> list[CheckResult]:
     results = []
     capture = OutputCapture()
     with capture.installed():
-        for cls in run_order(checks):
+        for spec in run_order(checks):
             if on_progress:
-                on_progress(cls)
-            outcome = run_check(run, cls, (options or {}).get(cls.code, {}), limits or Limits(), capture)
+                on_progress(spec)
+            outcome = run_check(run, spec, (options or {}).get(spec.code, {}), limits or Limits(), capture)
             results.append(outcome.result)
             if outcome.stale:  # the check may have touched (or still be touching) the run's model
                 run = run.detached(keep_data=not outcome.stale_data)
@@ -36,8 +38,8 @@ def run_checks(run: Run, checks: list[type[Check]], options: dict[str, dict[str,
     return results
 
 
-def run_one(run: Run, cls: type[Check], opts: dict[str, Any], limits: Limits | None = None) -> CheckResult:
+def run_one(run: Run, cls: CheckSpec | type[Check], opts: dict[str, Any], limits: Limits | None = None) -> CheckResult:
     """One check through the sandbox (for tests and the Python API)."""
     capture = OutputCapture()
     with capture.installed():
-        return run_check(run, cls, opts, limits or Limits(), capture).result
+        return run_check(run, CheckSpec.of(cls), opts, limits or Limits(), capture).result

@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from degrade.run.layer_stats import ACTIVATION_KEYS  # one definition for the writer and the reader
+
 SAMPLE_MAX = 65536  # elements per tensor kept for update ratios and digests
-ACTIVATION_KEYS = ("mean", "std", "frac_zero", "max_abs")
-PARAM_KEYS = ("grad_norm", "weight_norm", "update_ratio")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -281,45 +278,5 @@ def state_for_safetensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-# ---- readers (for checks) -------------------------------------------------------------------
-@dataclass
-class LayerStats:
-    """layers.jsonl as arrays: params[name][stat] and activations[module][stat] are float arrays
-    aligned with `steps` (NaN where a record lacks the value)."""
-
-    steps: np.ndarray
-    params: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    activations: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return len(self.steps) > 0
-
-
-def read_layer_stats(native_dir: str | Path) -> LayerStats | None:
-    """RUN/degrade/layers.jsonl as a LayerStats, or None when the run has none."""
-    from degrade.inputs.native import layer_records
-    path = Path(native_dir) / "layers.jsonl"
-    if not path.exists():
-        return None
-    records = layer_records(path, Path(native_dir).parent)
-    records.sort(key=lambda r: r["step"])
-    steps = np.asarray([float(r["step"]) for r in records])
-    return LayerStats(steps, _columns(records, "params", PARAM_KEYS),
-                      _columns(records, "activations", ACTIVATION_KEYS))
-
-
-def _columns(records: list[dict], key: str, stats: Iterable[str]) -> dict[str, dict[str, np.ndarray]]:
-    names: dict[str, None] = {}
-    for r in records:
-        names.update(dict.fromkeys(r.get(key) or {}))
-    out = {}
-    for name in names:
-        cols = {}
-        for s in stats:
-            vals = []
-            for r in records:
-                v = ((r.get(key) or {}).get(name) or {}).get(s)
-                vals.append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan)
-            cols[s] = np.asarray(vals)
-        out[name] = cols
-    return out
+# The reader side (LayerStats, read_layer_stats) needs no torch: degrade/run/layer_stats.py.
+from degrade.run.layer_stats import LayerStats, read_layer_stats  # noqa: E402,F401 - re-exported
