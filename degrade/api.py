@@ -10,7 +10,7 @@ from degrade.config import load_config, validate_options
 from degrade.diagnosis import Diagnosis
 from degrade.ladder import walk
 from degrade.layers import Layer
-from degrade.registry import load_checks, selected
+from degrade.registry import load_specs, selected
 from degrade.run import RunOptions, open_run
 from degrade.sandbox import Limits
 from degrade.sandbox.limits import GB
@@ -21,10 +21,11 @@ def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
              eval_data: str | Path | None = None, checkpoint: str = "latest",
              model_factory: str | None = None, trust_remote_code: bool = False,
              select: list[str] | None = None, ignore: list[str] | None = None,
-             budget: str | None = None, seed: int = 0, device: str = "cpu",
+             budget: str | None = None, seed: int = 0, device: str = "auto",
              threads: int | None = None,
              options: dict[str, dict[str, Any]] | None = None, config: dict[str, Any] | None = None,
-             on_progress: Callable | None = None, check_timeout: float | None = None,
+             on_progress: Callable | None = None, on_batch: Callable | None = None,
+             check_timeout: float | None = None,
              check_memory: float | None = None) -> Diagnosis:
     """Diagnose a run dir. Options mirror `degrade diagnose`; `options` maps a check code to its
     threshold overrides, on top of `[tool.degrade]` (read from the nearest pyproject.toml unless
@@ -46,18 +47,26 @@ def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
         budget=budget or cfg.get("budget", "standard"), seed=seed, device=device))
     for data in ("eval_data", "train_data"):  # given data is read (and refused if bad) even when
         getattr(run, data)  # no selected check turns out to need it
-    usable, broken = load_checks()
+    usable, broken = load_specs()
     checks = selected(usable, select if select is not None else cfg.get("select"),
                       ignore if ignore is not None else cfg.get("ignore"))
     validate_options(usable, opts)
+    from degrade.engine.plan import planned_passes
+    run.meter.plan = planned_passes(run, checks)
+    if on_batch is not None:  # (label, tokens done, tokens planned, meter) per model batch
+        run.meter.listener = lambda label, done, planned: on_batch(label, done, planned, run.meter)
     limits = Limits(seconds=check_timeout or run.budget.check_seconds,
                     memory=int(check_memory * GB) if check_memory else None)
     results = run_checks(run, checks, opts, on_progress, limits)
     results += [CheckResult(p.name, p.target, Layer.TOOL, "failed", f"plugin {p.name} ({p.target}): {p.reason}")
                 for p in broken]
     verdict, layers = walk(results)
+    for r in results:
+        r.passes = run.meter.per_check().get(r.code, 0.0)
     return Diagnosis(run=run.describe(), verdict=verdict, layers=layers, checks=results,
-                     total_seconds=time.perf_counter() - start, curves=_curves(run))
+                     total_seconds=time.perf_counter() - start, curves=_curves(run),
+                     model_passes=round(run.meter.passes(), 3) if run.meter.eval_tokens else 0.0,
+                     planned_passes=run.meter.plan)
 
 
 def _curves(run) -> dict[str, Any]:

@@ -23,6 +23,8 @@ class Diagnosis:
     checks: list[CheckResult]
     total_seconds: float = 0.0
     curves: dict[str, Any] = field(default_factory=dict)  # for the HTML report's loss curves
+    model_passes: float = 0.0  # model compute spent, in eval passes (engine/meter.py)
+    planned_passes: dict[str, float] = field(default_factory=dict)
 
     @property
     def findings(self) -> list[Finding]:
@@ -52,7 +54,8 @@ class Diagnosis:
             "layers": {layer.value: rep.to_dict() for layer, rep in self.layers.items()},
             "findings": [f.to_dict() for f in self.findings],
             "checks": [r.to_dict() for r in sorted(self.checks, key=lambda r: r.code)],
-            "timing": {"total_s": round(self.total_seconds, 3)},
+            "timing": {"total_s": round(self.total_seconds, 3), "model_passes": self.model_passes,
+                       "planned_passes": self.planned_passes},
             # Added key (not in the §3 contract): the loss curves, so `degrade report` can redraw
             # them; downsampled like the HTML chart so a long run does not bloat the JSON.
             "curves": {str(name): dict(zip(("steps", "values"), downsample(*xy)))

@@ -78,10 +78,9 @@ def dropout_eval_run(tmp_path_factory, data):
             return super().prediction_step(model, inputs, *args, **kwargs)
 
     out = tmp_path_factory.mktemp("obs-runs") / "dropout-eval"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(transformers, "Trainer", EvalInTrainMode)
-        return train_hf(out, _model(dropout=0.3), data["rows"]["train"], data["rows"]["eval"],
-                        max_steps=STEPS, eval_steps=75, save_steps=STEPS, batch_size=32)
+    return train_hf(out, _model(dropout=0.3), data["rows"]["train"], data["rows"]["eval"],
+                    max_steps=STEPS, eval_steps=75, save_steps=STEPS, batch_size=32,
+                    trainer_class=EvalInTrainMode)
 
 
 @pytest.fixture(scope="module")

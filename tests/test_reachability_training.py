@@ -350,7 +350,8 @@ class NextPlusOne(nn.Module):
 
 
 def test_confident_learning_on_causal_lm_target_tokens():
-    from degrade.checks.reachability.confident_learning import confident_joint
+    from degrade.probing.confident import confident_joint
+    from degrade.probing.targets import target_predictions
     rng = np.random.default_rng(0)
     ids, labels = [], []
     for _ in range(300):
@@ -363,7 +364,7 @@ def test_confident_learning_on_causal_lm_target_tokens():
         ids.append(x)
         labels.append([-100] + lab[1:])
     handle = ModelHandle(NextPlusOne(), "causal-lm", "factory", Path("."))
-    cj = confident_joint(handle, Examples(Path("x"), ids, labels=labels), None)
+    cj = confident_joint(target_predictions(handle, Examples(Path("x"), ids, labels=labels)))
     assert cj.n_targets == 300 * 5
     expected = sum(lab[3] != (x[2] + 1) % 10 for x, lab in zip(ids, labels)) / cj.n_targets
     assert abs(cj.noise_rate - expected) < 0.01 and cj.suspect_confidence > 0.8

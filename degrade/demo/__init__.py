@@ -119,9 +119,9 @@ def _diagnose(scenario, console):
     if console is None:
         return diagnose(scenario.run_dir, **scenario.diagnose_kwargs())
     from rich.progress import Progress
-    from degrade.registry import all_checks
+    from degrade.registry import load_specs
     with Progress(transient=True, console=console) as bar:
-        task = bar.add_task("diagnosing", total=len(all_checks()))
+        task = bar.add_task("diagnosing", total=len(load_specs()[0]))
 
         def on_progress(cls) -> None:
             bar.update(task, advance=1, description=f"{cls.code} {cls.name}")

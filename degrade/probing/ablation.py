@@ -170,13 +170,17 @@ def capture_stats(model: nn.Module, heads: list[Component], mlps: list[Component
     try:
         for name, group in by_module.items():
             def pre(module, args, kwargs, _name=name, _group=group):
-                x, _ = _first_tensor(args, kwargs)
+                try:
+                    x, _ = _first_tensor(args, kwargs)
+                except TypeError:  # called without a tensor: nothing to record, the pass goes on
+                    return
                 stats.add(_name, _group, x)
             handles.append(model.get_submodule(name).register_forward_pre_hook(pre, with_kwargs=True))
         for c in mlps:
             def post(module, args, output, _c=c):
                 out = output[0] if isinstance(output, tuple) else output
-                stats.add(_c.module_name, [_c], out)
+                if isinstance(out, torch.Tensor) and out.is_floating_point():
+                    stats.add(_c.module_name, [_c], out)
             handles.append(model.get_submodule(c.module_name).register_forward_hook(post))
         yield stats
     finally:

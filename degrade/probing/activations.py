@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from degrade.probing.batches import sample_indices
 from degrade.run.data import Examples
 from degrade.run.load import CAUSAL_LM, ModelHandle
 
@@ -43,11 +42,10 @@ _FUTURE_MASS_LEAK = 1e-3
 
 
 # ---- batches ------------------------------------------------------------------------------------
-def probe_batches(examples: Examples, max_sequences: int, max_length: int, seed: int,
-                  batch_size: int = 16, pad_id: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(input_ids, attention_mask) batches of a seeded sample, sequences cut to max_length."""
-    idx = sample_indices(len(examples), max_sequences, seed)
-    seqs = [list(examples.input_ids[int(i)])[:max_length] for i in idx]
+def probe_batches(examples: Examples, indices, max_length: int, batch_size: int = 16,
+                  pad_id: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input_ids, attention_mask) batches of the rows at `indices`, sequences cut to max_length."""
+    seqs = [list(examples.input_ids[int(i)])[:max_length] for i in indices]
     seqs = sorted((s for s in seqs if len(s) >= 1), key=len)
     out = []
     for start in range(0, len(seqs), batch_size):
@@ -62,18 +60,16 @@ def probe_batches(examples: Examples, max_sequences: int, max_length: int, seed:
     return out
 
 
-def run_probe(run, opts: dict) -> tuple[Examples, str, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """(data, "eval" or "train", probe batches) for R210/R211: up to opts["max_sequences"] (capped by the
-    budget) of the eval data, else the training data, cut to opts["max_length"] tokens."""
+def run_probe(run, opts: dict, forwards: int = 1) -> tuple[Examples, str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """(data, "eval" or "train", probe batches) for R210: the engine's probe sample (at most
+    opts["max_sequences"]) of the eval data, else the training data, cut to opts["max_length"]."""
     from degrade.check import CheckSkipped
     data, split = (run.eval_data, "eval") if run.eval_data is not None else (run.train_data, "train")
     if data is None:
         raise CheckSkipped("no eval or train data to run the model on (pass --eval-data PATH)")
-    n_seq = int(opts["max_sequences"])
-    if run.budget.max_eval_examples is not None:
-        n_seq = min(n_seq, run.budget.max_eval_examples)
+    idx = run.engine.probe_indices(data, forwards=forwards, cap=int(opts["max_sequences"]))
     length = min(int(opts["max_length"]), run.model().positions or 10**9)
-    batches = probe_batches(data, n_seq, length, run.options.seed)
+    batches = probe_batches(data, idx, length)
     if not batches:
         raise CheckSkipped(f"the {split} data has no sequences")
     return data, split, batches
@@ -285,64 +281,87 @@ class UnitStats:
     frac_nonpositive: float  # over all outputs (DeepDiagnosis's layer-level dying-ReLU number)
 
 
-@torch.no_grad()
-def unit_activity(model: ModelHandle, batches: list[tuple[torch.Tensor, torch.Tensor]],
-                  mods: list[UnitModule], max_values: int = 4_000_000) -> list[UnitStats]:
-    """Per hooked module (and per call, when one module instance serves several layers). The
-    positive fractions use every non-padding token; the p95 a sample of the first tokens seen
-    (at most max_values numbers per module, and at least 256 tokens)."""
-    pos: dict[str, torch.Tensor] = {}
-    ntok: dict[str, int] = {}
-    samples: dict[str, list[torch.Tensor]] = {}
-    nonpos: dict[str, list[float]] = {}
-    order: list[str] = []
-    state: dict[str, Any] = {}
+class UnitCounter:
+    """Per hooked module (and per call, when one module instance serves several layers): the
+    positive fraction of each unit over every non-padding token, and its p95 |output| over a
+    sample of the first tokens seen (at most max_values numbers per module, at least 256 tokens).
+    Used as a capture of a forward pass: `attached(module)` hooks, `batch(mask)` per batch."""
 
-    def make(name: str, how: str):
+    name = "units"
+
+    def __init__(self, mods: list[UnitModule], max_values: int = 4_000_000):
+        self.mods, self.max_values = mods, max_values
+        self.pos: dict[str, torch.Tensor] = {}
+        self.ntok: dict[str, int] = {}
+        self.samples: dict[str, list[torch.Tensor]] = {}
+        self.nonpos: dict[str, list[float]] = {}
+        self.order: list[str] = []
+        self.state: dict[str, Any] = {"calls": {}, "mask": None}
+
+    def batch(self, mask: torch.Tensor) -> None:
+        self.state.update(mask=mask, calls={})
+
+    @contextlib.contextmanager
+    def attached(self, module: nn.Module):
+        handles = [m.module.register_forward_hook(self._hook(m.name, m.how)) for m in self.mods]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _hook(self, name: str, how: str):
         def hook(module, inputs, output):
             t = inputs[0] if how == "input" else output
             if isinstance(t, (tuple, list)):
                 t = t[0] if t else None
             if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() < 2:
                 return
-            k = state["calls"].get(name, 0)
-            state["calls"][name] = k + 1
-            key = name if k == 0 else f"{name}#{k}"
-            x = t.detach().float().to("cpu")
-            mask = state["mask"]
-            D = x.shape[-1]
-            x = x.reshape(-1, D)
-            if x.shape[0] == mask.numel():
-                x = x[mask.reshape(-1).bool()]
-            if x.shape[0] == 0:
-                return
-            if key not in pos:
-                order.append(key)
-                pos[key], ntok[key] = torch.zeros(D, dtype=torch.float64), 0
-                samples[key], nonpos[key] = [], [0.0, 0.0]
-            if pos[key].shape[0] != D:
-                return
-            pos[key] += (x > 0).sum(0).double()
-            ntok[key] += x.shape[0]
-            nonpos[key][0] += float((x <= 0).sum())
-            nonpos[key][1] += x.numel()
-            if sum(s.shape[0] for s in samples[key]) < max(256, max_values // D):
-                samples[key].append(x.abs())
+            k = self.state["calls"].get(name, 0)
+            self.state["calls"][name] = k + 1
+            self._add(name if k == 0 else f"{name}#{k}", t)
         return hook
 
-    handles = [m.module.register_forward_hook(make(m.name, m.how)) for m in mods]
-    try:
-        with eval_mode(model.module):
-            for ids, mask in batches:
-                state.update(mask=mask, calls={})
-                model.logits(ids, mask)
-    finally:
-        for h in handles:
-            h.remove()
-    out = []
-    for key in order:
-        a = torch.cat(samples[key])[:max(256, max_values // pos[key].shape[0])].numpy()
-        p95 = np.percentile(a, 95, axis=0) if a.shape[0] else np.zeros(pos[key].shape[0])
-        out.append(UnitStats(key, int(pos[key].shape[0]), ntok[key], (pos[key] / max(ntok[key], 1)).numpy(),
-                             p95, nonpos[key][0] / max(nonpos[key][1], 1.0)))
-    return out
+    def _add(self, key: str, t: torch.Tensor) -> None:
+        x = t.detach().float().to("cpu")
+        mask = self.state["mask"]
+        D = x.shape[-1]
+        x = x.reshape(-1, D)
+        if mask is not None and x.shape[0] == mask.numel():
+            x = x[mask.reshape(-1).bool()]
+        if x.shape[0] == 0:
+            return
+        if key not in self.pos:
+            self.order.append(key)
+            self.pos[key], self.ntok[key] = torch.zeros(D, dtype=torch.float64), 0
+            self.samples[key], self.nonpos[key] = [], [0.0, 0.0]
+        if self.pos[key].shape[0] != D:
+            return
+        self.pos[key] += (x > 0).sum(0).double()
+        self.ntok[key] += x.shape[0]
+        self.nonpos[key][0] += float((x <= 0).sum())
+        self.nonpos[key][1] += x.numel()
+        if sum(s.shape[0] for s in self.samples[key]) < max(256, self.max_values // D):
+            self.samples[key].append(x.abs())
+
+    def result(self) -> list[UnitStats]:
+        out = []
+        for key in self.order:
+            units = self.pos[key].shape[0]
+            a = torch.cat(self.samples[key])[:max(256, self.max_values // units)].numpy()
+            p95 = np.percentile(a, 95, axis=0) if a.shape[0] else np.zeros(units)
+            out.append(UnitStats(key, int(units), self.ntok[key], (self.pos[key] / max(self.ntok[key], 1)).numpy(),
+                                 p95, self.nonpos[key][0] / max(self.nonpos[key][1], 1.0)))
+        return out
+
+
+@torch.no_grad()
+def unit_activity(model: ModelHandle, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                  mods: list[UnitModule], max_values: int = 4_000_000) -> list[UnitStats]:
+    """UnitCounter over explicit (input_ids, attention_mask) batches."""
+    counter = UnitCounter(mods, max_values)
+    with counter.attached(model.module), eval_mode(model.module):
+        for ids, mask in batches:
+            counter.batch(mask)
+            model.logits(ids, mask)
+    return counter.result()

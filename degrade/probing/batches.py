@@ -1,12 +1,14 @@
 """Batching examples for forward passes: sorted by length so that batches need little padding."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 
 from degrade.run.data import IGNORE_INDEX, Examples
+
+if TYPE_CHECKING:
+    import torch
 
 
 def sample_indices(n: int, max_examples: int | None, seed: int) -> np.ndarray:
@@ -22,6 +24,7 @@ def batches(examples: Examples, indices: np.ndarray, batch_size: int = 64,
 
     Padded label positions are IGNORE_INDEX, so they never count as targets.
     """
+    import torch  # here, not at the top: sample_indices serves checks that need no model
     order = sorted(indices.tolist(), key=lambda i: len(examples.input_ids[i]))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]

@@ -14,41 +14,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from degrade.probing.batches import batches
 from degrade.run.data import Examples
-from degrade.run.load import ModelHandle
 
 
-@torch.no_grad()
-def min_k_pp(model: ModelHandle, examples: Examples, indices: np.ndarray, k: float = 0.2,
-             batch_size: int = 64) -> np.ndarray:
-    """Per example (in the order of `indices`): the Min-K%++ score over its input tokens."""
-    out = np.full(len(indices), np.nan)
-    where = {int(i): r for r, i in enumerate(indices)}
-    module = model.module
-    was_training = module.training
-    module.eval()
-    try:
-        for idx, ids, mask, _ in batches(examples, np.asarray(indices), batch_size):
-            lp = F.log_softmax(model.logits(ids, mask).cpu()[:, :-1], dim=-1)
-            p = lp.exp()
-            mu = (p * lp).sum(-1)
-            sigma = ((p * lp * lp).sum(-1) - mu * mu).clamp(min=1e-12).sqrt()
-            tok = lp.gather(-1, ids[:, 1:, None])[..., 0]
-            s = (tok - mu) / sigma
-            valid = mask[:, 1:].bool()
-            for r, e in enumerate(idx):
-                v = s[r][valid[r]].numpy()
-                if v.size == 0:
-                    continue
-                n = max(1, int(math.ceil(k * v.size)))
-                out[where[int(e)]] = float(np.sort(v)[:n].mean())
-    finally:
-        module.train(was_training)
-    return out
+def min_k(token_scores: np.ndarray, k: float) -> float:
+    """The sequence score: the mean of the lowest k fraction of its token scores (NaN if none).
+    The token scores are the engine's (engine/tokens.py), computed in the pass that scored it."""
+    v = np.asarray(token_scores, dtype=float)
+    if v.size == 0:
+        return float("nan")
+    n = max(1, int(math.ceil(k * v.size)))
+    return float(np.sort(v)[:n].mean())
 
 
 def shuffled(examples: Examples, indices: np.ndarray, seed: int = 0) -> Examples:

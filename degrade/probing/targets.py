@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from degrade.probing.batches import batches, sample_indices
-from degrade.run.data import IGNORE_INDEX, Examples
-from degrade.run.load import CAUSAL_LM, ModelHandle
+from degrade.engine.tokens import MAX_CANDIDATES, candidate_classes  # noqa: F401 - re-exported
+from degrade.probing.batches import sample_indices
 
-MAX_CANDIDATES = 256  # classes whose probability is kept per target (LM: most frequent targets)
+if TYPE_CHECKING:
+    from degrade.run.data import Examples
+    from degrade.run.load import ModelHandle
 
 
 @dataclass
@@ -53,87 +54,17 @@ class Targets:
         return self.pred == self.given
 
 
-def candidate_classes(examples: Examples, indices: np.ndarray, n_classes: int, task: str) -> np.ndarray:
-    if task != CAUSAL_LM:
-        return np.arange(n_classes)
-    counts: dict[int, int] = {}
-    for i in indices:
-        for t in examples.token_labels(int(i))[1:]:
-            if t != IGNORE_INDEX:
-                counts[t] = counts.get(t, 0) + 1
-    top = sorted(counts, key=lambda t: -counts[t])[:MAX_CANDIDATES]
-    return np.asarray(sorted(t for t in top if 0 <= t < n_classes), dtype=np.int64)
-
-
-@torch.no_grad()
 def target_predictions(model: ModelHandle, examples: Examples, max_examples: int | None = None,
-                       seed: int = 0, batch_size: int = 64) -> Targets:
+                       seed: int = 0, meter=None) -> Targets:
+    """Targets of a sample of `examples` (engine/passes.py)."""
+    from degrade.engine.passes import run_pass
     indices = sample_indices(len(examples), max_examples, seed)
-    cols: dict[str, list] = {k: [] for k in ("example", "position", "given", "pred", "p_given",
-                                             "p_pred", "rank", "probs")}
-    rows_pred: dict[int, np.ndarray] = {}
-    rows_label: dict[int, np.ndarray] = {}
-    rows_input: dict[int, np.ndarray] = {}
-    classes = None
-    n_classes = 0
-    module = model.module
-    was_training = module.training
-    module.eval()
-    try:
-        for idx, ids, mask, labels in batches(examples, indices, batch_size):
-            logits = model.logits(ids, mask).cpu()
-            n_classes = int(logits.shape[-1])
-            if classes is None:
-                classes = candidate_classes(examples, indices, n_classes, model.task)
-            if model.task == CAUSAL_LM:
-                lp = F.log_softmax(logits[:, :-1], dim=-1)
-                target = labels[:, 1:]
-                pred = lp.argmax(-1)
-                for r, e in enumerate(idx):
-                    n_tok = len(examples.input_ids[int(e)])
-                    rows_pred[int(e)] = pred[r, :max(n_tok - 1, 0)].numpy()
-                    rows_label[int(e)] = labels[r, :n_tok].numpy()
-                    rows_input[int(e)] = ids[r, :n_tok].numpy()
-                valid = (target != IGNORE_INDEX) & (target < n_classes)
-                b, t = torch.nonzero(valid, as_tuple=True)
-                rows_lp = lp[b, t]  # [m, V]
-                given = target[b, t]
-                example = torch.as_tensor(idx)[b]
-                position = t + 1
-            else:
-                rows_lp = F.log_softmax(logits, dim=-1)
-                given = torch.tensor([examples.label[int(i)] for i in idx])
-                keep = (given >= 0) & (given < n_classes)
-                rows_lp, given = rows_lp[keep], given[keep]
-                example = torch.as_tensor(idx)[keep]
-                position = torch.zeros_like(given)
-            lp_given = rows_lp.gather(1, given[:, None])[:, 0]
-            top_lp, top = rows_lp.max(-1)
-            cols["example"].append(example.numpy())
-            cols["position"].append(position.numpy())
-            cols["given"].append(given.numpy())
-            cols["pred"].append(top.numpy())
-            cols["p_given"].append(lp_given.exp().numpy())
-            cols["p_pred"].append(top_lp.exp().numpy())
-            cols["rank"].append((1 + (rows_lp > lp_given[:, None]).sum(-1)).numpy())
-            cols["probs"].append(rows_lp[:, torch.as_tensor(classes)].exp().numpy())
-    finally:
-        module.train(was_training)
-    cat = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
-    k = 0 if classes is None else len(classes)
-    probs = cat["probs"].reshape(-1, k) if cat["probs"].size else np.zeros((0, k))
-    is_lm = model.task == CAUSAL_LM
-    return Targets(cat["example"].astype(int), cat["position"].astype(int), cat["given"].astype(int),
-                   cat["pred"].astype(int), cat["p_given"], cat["p_pred"], cat["rank"].astype(int),
-                   classes if classes is not None else np.zeros(0, int), probs, n_classes,
-                   model.task, indices, rows_pred if is_lm else None, rows_label if is_lm else None,
-                   rows_input if is_lm else None)
+    return run_pass(model, examples, indices, torch_seed=seed, meter=meter).targets
 
 
 def eval_targets(run) -> Targets:
     """The chosen model's targets on the eval data, computed once per run (a --budget sample)."""
-    return run.cache("eval_targets", lambda: target_predictions(
-        run.model(), run.eval_data, run.budget.max_eval_examples, seed=run.options.seed))
+    return run.engine.eval_pass().targets
 
 
 def vocab_problem(run, examples: Examples) -> str | None:

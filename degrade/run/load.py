@@ -37,16 +37,44 @@ class ModelHandle:
     device: str = "cpu"
     accepts_mask: bool = True
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               positions: list[int] | None = None) -> torch.Tensor:
+        """Logits [B, T, V] (or [B, C]); with `positions`, only those positions' [B, len, V]:
+        a Hugging Face causal LM then computes no other (logits_to_keep), so a probe that reads a
+        few positions of long sequences never holds a whole batch's vocabulary-wide logits."""
         input_ids = input_ids.to(self.device)
+        kwargs = {}
+        if positions is not None and self._keeps_logits():
+            kwargs["logits_to_keep"] = torch.as_tensor(positions, device=self.device)
         if attention_mask is not None and self.accepts_mask:
-            out = self.module(input_ids=input_ids, attention_mask=attention_mask.to(self.device))
+            out = self.module(input_ids=input_ids, attention_mask=attention_mask.to(self.device), **kwargs)
+        elif self.source == "factory":
+            out = self.module(input_ids)
         else:
-            out = self.module(input_ids) if self.source == "factory" else self.module(input_ids=input_ids)
+            out = self.module(input_ids=input_ids, **kwargs)
         out = getattr(out, "logits", out)
         if isinstance(out, (tuple, list)):
             out = out[0]
+        if positions is not None and not kwargs:
+            out = out[:, list(positions)]
         return out.float()
+
+    def _keeps_logits(self) -> bool:
+        if "_keeps" not in self.__dict__:
+            self.__dict__["_keeps"] = self.source == "hf" and "logits_to_keep" in _forward_params(self.module)
+        return self.__dict__["_keeps"]
+
+    @property
+    def out_size(self) -> int | None:
+        """Logits per position (vocabulary or classes), from the output layer or the config; None
+        until the first forward shows it (engine/forward.py records it then)."""
+        if "_out_size" not in self.__dict__:
+            cfg = getattr(self.module, "config", None)
+            size = _embedding_rows(self.module, "get_output_embeddings") if self.task == CAUSAL_LM else None
+            size = size or getattr(cfg, "num_labels" if self.task == SEQ_CLS else "vocab_size", None)
+            if isinstance(size, int) and size > 0:
+                self.__dict__["_out_size"] = size
+        return self.__dict__.get("_out_size")
 
     def fit_problem(self, examples) -> str | None:
         """Why `examples` cannot be given to this model (inputs/model_fit.py), or None."""
@@ -69,8 +97,17 @@ class ModelHandle:
         return None
 
 
+def resolve_device(device: str) -> str:
+    """auto -> cuda when torch sees a GPU, else cpu; anything else as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(None, f"--device {device}: no CUDA device is available (use --device cpu)")
+    return device
+
+
 def load_model(folder: Path, *, factory: str | None = None, trust_remote_code: bool = False,
-               device: str = "cpu", run_config: dict | None = None,
+               device: str = "auto", run_config: dict | None = None,
                run_config_path: Path | None = None, task_hint: str | None = None,
                root: Path | None = None) -> ModelHandle:
     """The checkpoint's model, its sizes checked against the weights on the meta device first:
@@ -100,6 +137,7 @@ def load_model(folder: Path, *, factory: str | None = None, trust_remote_code: b
     module.load_state_dict(state, strict=False)
     if source == "hf" and hasattr(module, "tie_weights"):
         module.tie_weights()
+    device = resolve_device(device)
     module.to(device).eval()
     accepts = source == "hf" or "attention_mask" in _forward_params(module)
     return ModelHandle(module, task, source, Path(folder), device, accepts)

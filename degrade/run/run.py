@@ -20,7 +20,7 @@ from degrade.run.history import History
 
 # What a fresh view of the run (Run.detached) must recompute: the model and everything derived
 # from it. Inputs read from files (history, configs, data) are immutable and shared.
-MODEL_CACHES = ("_model", "_caches", "task")
+MODEL_CACHES = ("_model", "_caches", "task", "engine")
 DATA_CACHES = ("_training", "train_data", "train_pass", "eval_data")
 
 
@@ -33,7 +33,7 @@ class RunOptions:
     trust_remote_code: bool = False
     budget: str = "standard"
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA when available (resolved when a model is loaded)
 
 
 @dataclass
@@ -259,19 +259,26 @@ class Run:
         return load_tokenizer(folders, self.options.trust_remote_code, self.path)
 
     # ---- shared forward passes -------------------------------------------------------------
+    @cached_property
+    def meter(self):
+        """The diagnosis' tally of model compute (engine/meter.py): kept across detached views."""
+        from degrade.engine.meter import Meter
+        return Meter()
+
+    @cached_property
+    def engine(self):
+        """The forward engine (degrade/engine/): the shared passes and the probes' samples."""
+        from degrade.engine import Engine
+        return Engine(self, self.meter)
+
     def eval_scores(self, train_mode: bool = False):
-        """Per-example scores of the chosen model on the eval data, computed once per mode."""
-        from degrade.probing.scoring import score
-        return self.cache(f"scores_{train_mode}", lambda: score(
-            self.model(), self.eval_data, self.budget.max_eval_examples, train_mode=train_mode,
-            seed=self.options.seed))
+        """Per-example scores of the chosen model on the eval sample (the engine's shared pass)."""
+        return self.engine.eval_pass(train_mode).scores
 
     def train_scores(self):
-        """Per-example scores of the chosen model on a budget sample of the training data (the
-        sample in memory), computed once for the checks that ask how well it fits its data."""
-        from degrade.probing.scoring import score
-        return self.cache("train_scores", lambda: score(
-            self.model(), self.train_data, self.budget.max_train_examples, seed=self.options.seed))
+        """Per-example scores of the chosen model on the training sample (the engine's one
+        training pass), for the checks that ask how well it fits its data."""
+        return self.engine.train_pass().scores
 
     def describe(self) -> dict[str, Any]:
         out = {"path": str(self.path), "format": self.format,

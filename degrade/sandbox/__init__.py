@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from degrade.check import Check, CheckResult, CheckSkipped
+from degrade.check_spec import CheckSpec
 from degrade.errors import InputError, one_line
 from degrade.needs import missing
 from degrade.sandbox.contract import ContractError, changes, checked_findings, state_of
-from degrade.sandbox.limits import interrupt, memory_failure, memory_limit
+from degrade.sandbox.limits import interrupt, memory_failure, memory_limit, release_memory
 from degrade.sandbox.output import OutputCapture
 from degrade.sandbox.view import RunView
 
@@ -41,12 +42,16 @@ class Outcome:
     model_failed: str | None = None  # loading the model itself failed this way
 
 
-def run_check(run, cls: type[Check], opts: dict[str, Any], limits: Limits, capture: OutputCapture) -> Outcome:
-    result = CheckResult(cls.code, cls.name, cls.layer, "ran")
+def run_check(run, spec: CheckSpec, opts: dict[str, Any], limits: Limits, capture: OutputCapture) -> Outcome:
+    """One check; its module is imported only when its needs are met (check_spec.py)."""
+    result = CheckResult(spec.code, spec.name, spec.layer, "ran")
     start = time.perf_counter()
     try:
-        check = cls(**opts)  # a bad option is the user's error: InputError ends the diagnosis
-        reason = missing(run, cls.needs)
+        reason = missing(run, spec.needs)
+        if reason is not None:
+            result.status, result.reason = "skipped", reason
+            return Outcome(result)
+        check = spec.load()(**opts)  # a bad option is the user's error: InputError ends the diagnosis
     except InputError:
         raise
     except BaseException as e:  # noqa: BLE001 - a plugin's constructor or needs may misbehave
@@ -54,10 +59,9 @@ def run_check(run, cls: type[Check], opts: dict[str, Any], limits: Limits, captu
             raise
         _failed(result, e)
         return Outcome(result)
-    if reason is not None:
-        result.status, result.reason = "skipped", reason
-        return Outcome(result)
     outcome = _run_in_thread(run, check, limits, capture, result)
+    if "model" in spec.needs:  # the checks whose temporaries are large
+        release_memory()
     result.seconds = time.perf_counter() - start
     return outcome
 

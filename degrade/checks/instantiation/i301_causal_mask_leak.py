@@ -43,7 +43,8 @@ class CausalMaskLeak(Check):
     rely on the leak.
 
     Options:
-      n_sequences (16): eval sequences sampled (sequences shorter than 4 tokens are not used).
+      n_sequences (16): at most this many eval sequences (as many as the budget's probe share pays
+        for; sequences shorter than 4 tokens are not used).
       n_cuts (4): cut points per sequence (at 1/4, 1/2, 3/4 of the length and the last position).
       atol (1e-5), rtol (1e-4): tolerance on the logit change, absolute and relative to the logit
         scale; float32 kernels differ by ~1e-7 relative. Half precision models use 100x both.
@@ -53,6 +54,7 @@ class CausalMaskLeak(Check):
 
     code, name, layer = "I301", "causal-mask-leak", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data", "causal_lm"})
+    probes = 1
     options = {"n_sequences": 16, "n_cuts": 4, "atol": 1e-5, "rtol": 1e-4, "max_length": 512}
 
     @torch.no_grad()
@@ -64,8 +66,10 @@ class CausalMaskLeak(Check):
         if not usable:
             raise CheckSkipped("no eval sequence has 4 or more tokens")
         rng = np.random.default_rng(run.options.seed)
-        pick = rng.choice(usable, size=min(int(o["n_sequences"]), len(usable)), replace=False)
-        seqs = [list(data.input_ids[int(i)][:limit]) for i in sorted(pick)]
+        # each sequence, then once per cut with its future changed: the probe share pays for both
+        pick = run.engine.probe_indices(data, forwards=1 + int(o["n_cuts"]), eligible=usable,
+                                        cap=int(o["n_sequences"]))
+        seqs = [list(data.input_ids[int(i)][:limit]) for i in pick]
         pool = np.unique(np.concatenate([np.asarray(s) for s in seqs]))
         param = next(model.module.parameters(), None)
         half = param is not None and param.dtype in _HALF
@@ -82,14 +86,15 @@ class CausalMaskLeak(Check):
         try:
             for s_i, seq in enumerate(seqs):
                 cuts, batch = self._variants(seq, pool, int(o["n_cuts"]), rng)
-                ids = torch.tensor(batch, dtype=torch.long)
-                logits = model.logits(ids, torch.ones_like(ids)).cpu()
-                base = logits[0]
+                # One row per forward: a long sequence's vocabulary-wide logits are held for two
+                # rows at most (the original and one variant), not for the whole batch.
+                base = self._row_logits(model, batch[0])
                 scale = float(base.std(dim=-1).mean())
                 scales.append(scale)
                 tol = atol + rtol * scale
                 for c, t in enumerate(cuts):
-                    diff = (logits[c + 1, :t + 1] - base[:t + 1]).abs().amax(dim=-1)  # per position
+                    variant = self._row_logits(model, batch[c + 1], t + 1)
+                    diff = (variant - base[:t + 1]).abs().amax(dim=-1)  # per position
                     n_cuts += 1
                     m = float(diff.max())
                     if m > worst["abs"]:
@@ -128,6 +133,13 @@ class CausalMaskLeak(Check):
             next_experiment="Generate greedily one token at a time on a few eval sequences and "
                             "compare the per-token loss with the teacher-forced eval loss; after "
                             "fixing the mask, rerun `degrade diagnose --select I301`.")]
+
+    @staticmethod
+    def _row_logits(model, row: list[int], upto: int | None = None) -> torch.Tensor:
+        """[T, V] logits of one sequence (positions < upto when given)."""
+        ids = torch.tensor([row], dtype=torch.long)
+        keep = list(range(upto)) if upto is not None else None
+        return model.logits(ids, torch.ones_like(ids), positions=keep)[0].cpu()
 
     @staticmethod
     def _variants(seq: list[int], pool: np.ndarray, n_cuts: int, rng) -> tuple[list[int], list[list[int]]]:

@@ -9,12 +9,13 @@ import torch
 
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
-from degrade.probing.ablation import ablate, head_weight_is_zero, run_capture
-from degrade.probing.batches import sample_indices
-from degrade.probing.components import Component, find_components
-from degrade.probing.scoring import Scores, score
+from degrade.probing.ablation import head_weight_is_zero
+from degrade.engine import MIN_PROBE_ROWS
+from degrade.probing.ablation_probe import MAX_LEN, AblationProbe
+from degrade.probing.attribution import attribute
+from degrade.probing.components import Component
 from degrade.run.data import IGNORE_INDEX
-from degrade.run.load import CAUSAL_LM
+from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num
 
 
@@ -25,10 +26,17 @@ def _layers_text(labels: list[str], limit: int = 12) -> str:
 class ComponentAblation(Check):
     """Heads or MLPs that cannot contribute (a bug), contribute nothing measurable, or everything.
 
-    What it detects: each attention head and each MLP block is ablated alone (zero ablation: the
-    head's slice of the input to its attention output projection, or the MLP's output, set to 0)
-    and two things are measured: the eval loss increase Δ on a fixed sample, and the largest logit
-    change on a small probe batch (relative to the logit scale).
+    What it detects: the effect of ablating each attention head and each MLP block alone (zero
+    ablation: the head's slice of the input to its attention output projection, or the MLP's
+    output, set to 0): the eval loss increase Δ and the largest logit change (relative to the logit
+    scale). When the budget pays for one probe forward per component, every component is ablated
+    exactly on a probe batch drawn from the engine's eval sample. Otherwise all are ranked by
+    attribution patching (one forward + backward over the attribution sample: Δ ≈ Σ_tokens
+    g · (r − a) for activation a, its gradient g and the ablation's reference r; Nanda 2023, and the
+    head-importance score of Michel et al. 2019), the lowest- and highest-ranked
+    budget.confirm_components are ablated exactly, and the Spearman agreement of estimate and exact
+    values is in the evidence; components whose activation received no gradient at all are ablated
+    exactly (all together first): an output that reaches no logit.
       - cannot contribute (error): a head or MLP whose output is exactly 0 on every real token, a
         head read by all-zero output-projection weights, or a component (or a whole layer's heads
         ablated at once) whose removal changes no logit beyond float noise. A trained component
@@ -53,11 +61,10 @@ class ComponentAblation(Check):
     not deliver; many dead heads in a working model are wasted compute (prune them or shrink the
     model).
 
-    Evidence used: the model and the eval data. Per head/MLP: the max |output| over the sample, the
-    output-projection weights that read it, the token-weighted mean loss change with its standard
-    error (from per-example paired differences), and the max logit change on the probe batch; the
-    base and trivial losses. With more components than the budget's `max_components`, a random
-    sample of them is ablated (the evidence says so); the exact-zero test always covers all.
+    Evidence used: the model and the eval data. Per head/MLP: the max |output| over the engine's eval
+    sample (its shared pass), the output-projection weights that read it, the token-weighted mean
+    loss change with its standard error (from per-example paired differences, exact or estimated),
+    and the max logit change on the probe batch; the base and trivial losses.
     Caveat: a classifier whose loss is saturated (~0) shows small loss changes for every ablation;
     the logit test is unaffected.
 
@@ -66,7 +73,6 @@ class ComponentAblation(Check):
     or a smaller model.
 
     Options:
-      sample_size (128): eval examples the losses are measured on (capped by --budget).
       dead_fraction (0.002): Δ confidently below this fraction of G is "dead". Source: the
         project's choice, calibrated on DegradeBench's tiny models (a trained GPT-2 copy model's
         heads that matter cost 0.14-0.42 nats of a 2.2 gain; its unused heads 0.0016 or less).
@@ -77,29 +83,26 @@ class ComponentAblation(Check):
         readings (dead, carrying, harmful) to be made.
       effect_tol (1e-6): a removal whose max logit change is below this fraction of the logit
         scale changes nothing (float32 noise is ~1e-7; half precision models use 1000x).
-      probe_examples (8): examples in the logit probe batch (truncated to 128 tokens).
+      probe_examples (8): at most this many examples in the probe batch when attribution ranks the
+        components (truncated to 128 tokens; the budget's probe share sizes it).
       mode ("zero"): "zero" or "mean" ablation (mean: the component's mean output over the sample,
         which removes only what it says about each input).
     """
 
     code, name, layer = "I302", "component-ablation", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
-    options = {"sample_size": 128, "dead_fraction": 0.002, "carry_fraction": 0.5,
+    probes = 1
+    options = {"dead_fraction": 0.002, "carry_fraction": 0.5,
                "min_gain_fraction": 0.05, "effect_tol": 1e-6, "probe_examples": 8, "mode": "zero"}
 
-    @torch.no_grad()
     def run(self, run):
         o = self.opts
         model, data = run.model(), run.eval_data
-        comps = find_components(model.module)
+        seen = run.engine.eval_pass()
+        comps, stats = seen.captures["components"]
         if not comps:
             raise CheckSkipped(f"no heads or MLPs found: {comps.reason}")
-        seed = run.options.seed
-        n = int(o["sample_size"])
-        if run.budget.max_eval_examples is not None:
-            n = min(n, run.budget.max_eval_examples)
-        indices = sample_indices(len(data), n, seed)
-        stats = run_capture(model, data, indices, comps.heads, comps.mlps)
+        base = seen.scores
         param = next(model.module.parameters(), None)
         half = param is not None and param.dtype in (torch.float16, torch.bfloat16)
         tol = o["effect_tol"] * (1000 if half else 1)
@@ -108,27 +111,52 @@ class ComponentAblation(Check):
         zero_out = [c for c in comps.all if stats.called(c) and stats.max_abs[(c.module_name, c.head)] == 0.0]
         zero_w = [c for c in comps.heads if c not in zero_out and head_weight_is_zero(model.module, c)]
         never = sorted({c.module_name for c in comps.all if not stats.called(c)})
-
-        # 2. Candidates for ablation (a sample under the budget).
         candidates = [c for c in comps.all if c not in zero_out and stats.called(c)]
-        sampled = len(candidates) > run.budget.max_components
-        if sampled:
-            rng = np.random.default_rng(seed)
-            keep = set(rng.choice(len(candidates), size=run.budget.max_components, replace=False).tolist())
-            candidates = [c for i, c in enumerate(candidates) if i in keep]
         means = stats.means() if o["mode"] == "mean" else None
-        probe = _Probe(model, data, indices[: int(o["probe_examples"])])
-        effect = {c: probe.effect(model, [c], o["mode"], means) for c in candidates}
-        no_effect = [c for c in candidates if effect[c] <= tol and c not in zero_w]
 
-        base = score(model, data, n, seed=seed)
+        # 2. Exact ablation of every candidate when the budget pays for it (one probe forward
+        # each); else every candidate ranked by attribution patching (one forward + backward) and
+        # only the extremes ablated exactly (first-order estimates miss large, nonlinear effects:
+        # docs/benchmarks.md, "Attribution vs exact ablation").
+        k = max(2, int(run.budget.confirm_components))
+        forwards = len(candidates) + 1 + k // 2  # each candidate, the probe's own, the groups
+        per_row = max(1.0, float(np.mean([min(len(data.input_ids[int(i)]), MAX_LEN) for i in base.indices])))
+        affordable = forwards * MIN_PROBE_ROWS * per_row <= run.budget.attribution_passes * run.engine.pass_tokens()
+        if affordable:
+            rows = run.engine.subsample(base.indices, run.budget.attribution_passes / forwards)
+            attr, est, confirm = None, {}, [c for c in candidates if c not in zero_w]
+        else:
+            rows = run.engine.subsample(base.indices, run.budget.attribution_passes / 3)
+            attr = attribute(model, data, rows, candidates, means=means, meter=run.meter)
+            est = {c: attr.delta(c) for c in candidates}
+        no_grad = [c for c in candidates if attr is not None and attr.grad_max[c] == 0.0 and c not in zero_w]
+        if attr is not None:
+            ranked = sorted([c for c in candidates if c not in no_grad and c not in zero_w], key=lambda c: est[c][0])
+            confirm = list(dict.fromkeys(ranked[: k // 2] + ranked[::-1][: k - k // 2]))
+            rows = run.engine.subsample(rows, run.budget.probe_passes / (2 + len(confirm) + k // 2))
+        probe = AblationProbe(model, data, rows if affordable else rows[: max(int(o["probe_examples"]), 1)], run.meter)
+        if affordable:  # every candidate gets its exact effect: the no-effect test covers them all
+            exact = {c: probe.ablated([c], o["mode"], means) for c in confirm}
+            effect = {c: e for c, (e, _) in exact.items()}
+            no_effect = [c for c in confirm if effect[c] <= tol]
+        else:
+            effect, no_effect = self._inert(probe, no_grad, o["mode"], means, tol)
+            exact = {c: probe.ablated([c], o["mode"], means) for c in confirm}
+        agreement = None
+        if attr is not None:
+            position = np.searchsorted(attr.indices, probe.indices)
+            agreement = _spearman([attr.delta(c, position)[0] for c in confirm], [exact[c][1][0] for c in confirm])
+
         triv = self._trivial_loss(model.task, data, base.indices)
         gain = triv - base.token_mean_loss
         ev: dict[str, Any] = {"examples": int(base.n), "base_loss": num(base.token_mean_loss),
                               "trivial_loss": num(triv), "gain": num(gain),
                               "components": comps.describe(), "mode": o["mode"],
-                              "ablated": len(candidates), "sampled_components": sampled,
-                              "probe_examples": probe.n, "effect_tol": tol}
+                              "ablated_exactly": len(exact), "estimated_by_attribution":
+                                  0 if attr is None else len(candidates) - len(exact),
+                              "attribution_examples": 0 if attr is None else int(attr.indices.size),
+                              "probe_examples": probe.n, "effect_tol": tol,
+                              "spearman_estimate_vs_exact": num(agreement, 3)}
         if never:
             ev["modules_never_called"] = never[:8]
         findings = []
@@ -147,9 +175,9 @@ class ComponentAblation(Check):
                 next_experiment="Settle the reachability layer first (train until the eval loss "
                                 "is clearly below the trivial loss), then rerun I302.")]
 
-        # 3. Loss changes, one component at a time.
+        # 4. Loss changes: exact where confirmed, estimated elsewhere.
         live = [c for c in candidates if c not in no_effect and c not in zero_w]
-        deltas = {c: self._delta(model, data, n, seed, base, [c], o["mode"], means) for c in live}
+        deltas = {c: exact[c][1] if c in exact else est[c] for c in live}
         thresh = o["dead_fraction"] * gain
 
         def is_dead(d: tuple[float, float]) -> bool:
@@ -158,36 +186,55 @@ class ComponentAblation(Check):
         dead = [c for c in live if is_dead(deltas[c])]
         carry = [c for c in live if deltas[c][0] >= o["carry_fraction"] * gain]
         harmful = [c for c in live if deltas[c][0] + 2 * deltas[c][1] < -thresh]
-        ranked = sorted(deltas.items(), key=lambda kv: -kv[1][0])[:32]
-        ev["delta_loss"] = {c.label: num(d[0], 3) for c, d in ranked}
-        ev["delta_loss_se"] = {c.label: num(d[1], 2) for c, d in ranked}
+        top = sorted(deltas.items(), key=lambda kv: -kv[1][0])[:32]
+        ev["delta_loss"] = {c.label: num(d[0], 3) for c, d in top}
+        ev["delta_loss_se"] = {c.label: num(d[1], 2) for c, d in top}
         ev["dead_threshold"] = num(thresh, 3)
 
-        # 4. Whole groups whose ablated members are all dead or inert: ablate the group at once.
-        weak = set(dead) | set(inert)
+        # 5. Whole groups whose members are all dead or inert: ablate the group at once (exact).
+        group_info = []
+        for what, members in self._groups(comps, candidates, set(dead) | set(inert), set(inert), zero_out)[: k // 2 or 1]:
+            eff, d = probe.ablated(members, o["mode"], means)
+            kind = "inert" if eff <= tol else ("negligible" if is_dead(d) else "redundant")
+            group_info.append({"group": what, "components": len(members), "joint_delta_loss": num(d[0], 3),
+                               "joint_logit_change": num(eff, 3), "reading": kind})
+        if group_info:
+            ev["groups"] = group_info
+        findings += self._readings(ev, group_info, dead, live, carry, harmful, deltas)
+        return findings
+
+    @staticmethod
+    def _inert(probe, no_grad, mode, means, tol):
+        """{component: logit effect} and the inert ones among those that received no gradient:
+        ablated together first (one forward settles them all when the joint change is nil)."""
+        if not no_grad:
+            return {}, []
+        joint, _ = probe.ablated(no_grad, mode, means)
+        if joint <= tol:
+            return {c: joint for c in no_grad}, list(no_grad)
+        effect = {c: probe.ablated([c], mode, means)[0] for c in no_grad}
+        return effect, [c for c in no_grad if effect[c] <= tol]
+
+    @staticmethod
+    def _groups(comps, candidates, weak, inert, zero_out) -> list[tuple[str, list[Component]]]:
         groups: list[tuple[str, list[Component]]] = []
-        ablated_heads = [c for c in candidates if c.kind == "head"]
-        if len(ablated_heads) > 1 and all(c in weak for c in ablated_heads) and \
-                not all(c in inert for c in ablated_heads):
+        heads = [c for c in candidates if c.kind == "head"]
+        if len(heads) > 1 and all(c in weak for c in heads) and not all(c in inert for c in heads):
             groups.append(("all heads of the model", [c for c in comps.heads if c not in zero_out]))
         else:
             for a in comps.attention:
-                members = [c for c in ablated_heads if c.layer == a.layer]
+                members = [c for c in heads if c.layer == a.layer]
                 if len(members) > 1 and all(c in weak for c in members) and not all(c in inert for c in members):
                     groups.append((f"all heads of attention layer {a.layer} ({a.module_name})",
                                    [c for c in comps.layer_heads(a.layer) if c not in zero_out]))
         mlps = [c for c in candidates if c.kind == "mlp"]
         if len(mlps) > 1 and all(c in weak for c in mlps):
             groups.append(("all MLP blocks", [c for c in comps.mlps if c not in zero_out]))
-        group_info = []
-        for what, members in groups:
-            eff = probe.effect(model, members, o["mode"], means)
-            d = self._delta(model, data, n, seed, base, members, o["mode"], means)
-            kind = "inert" if eff <= tol else ("negligible" if is_dead(d) else "redundant")
-            group_info.append({"group": what, "components": len(members), "joint_delta_loss": num(d[0], 3),
-                               "joint_logit_change": num(eff, 3), "reading": kind})
-        if group_info:
-            ev["groups"] = group_info
+        return groups
+
+    def _readings(self, ev, group_info, dead, live, carry, harmful, deltas) -> list:
+        o = self.opts
+        findings = []
         inert_groups = [g for g in group_info if g["reading"] == "inert"]
         if inert_groups:
             g = inert_groups[0]
@@ -202,8 +249,7 @@ class ComponentAblation(Check):
                 next_experiment="Print the attention output's norm and the residual stream before "
                                 "and after each block on one batch, and the gradient norm of the "
                                 "layer's weights after one backward pass: zero means no path."))
-        dead_listed = dead
-        if dead_listed:
+        if dead:
             red = [g["group"] for g in group_info if g["reading"] == "redundant"]
             negl = [g["group"] for g in group_info if g["reading"] == "negligible"]
             tail = ""
@@ -215,12 +261,12 @@ class ComponentAblation(Check):
                          f"needs it, look for code that weakens it).")
             findings.append(self.finding(
                 "warning",
-                f"{len(dead_listed)} of {len(live)} ablated components change the eval loss by less "
-                f"than {ev['dead_threshold']} nats ({o['dead_fraction']:.1%} of what the model gained "
-                f"over a trivial predictor): {_layers_text([c.label for c in dead_listed])}."
-                + tail + (" (a sample of the components was ablated)" if sampled else ""),
+                f"{len(dead)} of {len(live)} components change the eval loss by less than "
+                f"{ev['dead_threshold']} nats ({o['dead_fraction']:.1%} of what the model gained over a "
+                f"trivial predictor; estimated by attribution, the extremes confirmed by ablation): "
+                f"{_layers_text([c.label for c in dead])}." + tail,
                 confidence=0.6 if not negl else 0.7,
-                evidence={**ev, "dead": [c.label for c in dead_listed][:32], "dead_count": len(dead_listed)},
+                evidence={**ev, "dead": [c.label for c in dead][:32], "dead_count": len(dead)},
                 fix="Prune these components or use fewer heads / a smaller model; if they should "
                     "matter, look for code that bypasses them.",
                 next_experiment="Retrain with those heads pruned (or fewer heads) and compare the "
@@ -273,16 +319,6 @@ class ComponentAblation(Check):
                             "print each head's slice norm; then read the attention forward for "
                             "where those heads are overwritten.")
 
-    def _delta(self, model, data, n, seed, base: Scores, comps: list[Component], mode, means):
-        with ablate(model.module, comps, mode, means):
-            s = score(model, data, n, seed=seed)
-        w = base.n_targets
-        d = s.loss - base.loss
-        tot = max(float(w.sum()), 1.0)
-        mean = float((w * d).sum() / tot)
-        se = float(np.sqrt(((w * (d - mean)) ** 2).sum()) / tot)
-        return mean, se
-
     @staticmethod
     def _trivial_loss(task: str, data, indices: np.ndarray) -> float:
         """Entropy of the sample's targets: the loss of the best input-blind predictor."""
@@ -300,38 +336,10 @@ class ComponentAblation(Check):
         return float(-(p * np.log(p)).sum())
 
 
-class _Probe:
-    """A small fixed batch whose logits are kept, to tell "changes nothing" from "changes a little"."""
-
-    def __init__(self, model, data, indices: np.ndarray, max_len: int = 128):
-        rows = [list(data.input_ids[int(i)][:max_len]) for i in indices]
-        self.n = len(rows)
-        width = max(len(r) for r in rows)
-        self.ids = torch.zeros((len(rows), width), dtype=torch.long)
-        self.mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for k, r in enumerate(rows):
-            self.ids[k, :len(r)] = torch.tensor(r)
-            self.mask[k, :len(r)] = 1
-        self.base = self._logits(model)
-        valid = self._valid(self.base)
-        self.scale = float(valid.std(dim=-1).mean()) or 1.0
-
-    def _logits(self, model) -> torch.Tensor:
-        module = model.module
-        was = module.training
-        module.eval()
-        try:
-            return model.logits(self.ids, self.mask).cpu()
-        finally:
-            module.train(was)
-
-    def _valid(self, logits: torch.Tensor) -> torch.Tensor:
-        if logits.ndim == 3:
-            return logits[self.mask.bool()]
-        return logits
-
-    def effect(self, model, comps: list[Component], mode, means) -> float:
-        """Max |logit change| over real tokens, relative to the logit scale."""
-        with ablate(model.module, comps, mode, means):
-            out = self._logits(model)
-        return float((self._valid(out) - self._valid(self.base)).abs().max()) / self.scale
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    """Rank correlation of the estimated and the exact effects (None with fewer than 3)."""
+    if len(a) < 3:
+        return None
+    from scipy.stats import spearmanr
+    r = spearmanr(a, b).statistic
+    return float(r) if np.isfinite(r) else None

@@ -13,7 +13,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.probing.components import PositionModule, find_components, find_positions
 from degrade.run.data import IGNORE_INDEX
-from degrade.run.load import CAUSAL_LM
+from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num
 
 _LAMBDAS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -278,7 +278,9 @@ class PositionUse(Check):
     position mechanism (learned, sinusoidal, rotary or ALiBi): that is a change of hypothesis.
 
     Options:
-      n_sequences (64): eval sequences sampled; n_cuts (4): reordered positions per LM sequence.
+      n_sequences (64): at most this many eval sequences, as many as the budget's probe share pays
+        for (each is forwarded 1 + 2 n_cuts + one per position module times); n_cuts (4): reordered
+        positions per LM sequence.
       invariance_tol (1e-4): r0 below this is exact invariance (float32 noise is ~1e-7; half
         precision models use 100x).
       blind_ratio (0.05): r below this is order-blind predictions. A model using order moves its
@@ -295,6 +297,7 @@ class PositionUse(Check):
 
     code, name, layer = "I303", "position-use", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
+    probes = 1
     publishes_axes = True  # {"axis": "order", "code": "I303", ...} for P403 and R checks
     options = {"n_sequences": 64, "n_cuts": 4, "invariance_tol": 1e-4, "blind_ratio": 0.05,
                "min_order_gain": 0.02, "min_reference_tv": 1e-3, "max_length": 512}
@@ -311,7 +314,11 @@ class PositionUse(Check):
         usable = [i for i, x in enumerate(data.input_ids) if len(x) >= 4]
         if len(usable) < 2:
             raise CheckSkipped("fewer than 2 eval sequences have 4 or more tokens")
-        pick = sorted(rng.choice(usable, size=min(int(o["n_sequences"]), len(usable)), replace=False).tolist())
+        # Each sequence is forwarded once, then reordered and refilled at each cut, then once per
+        # position module ablated: the probe budget is shared among those forwards.
+        forwards = 1 + 2 * int(o["n_cuts"]) + len(find_positions(model.module))
+        pick = run.engine.probe_indices(data, forwards=forwards, eligible=usable,
+                                        cap=int(o["n_sequences"])).tolist()
         seqs = [list(data.input_ids[i][:limit]) for i in pick]
         labs = [list(data.token_labels(i)[:limit]) for i in pick] if lm else None
         lo = 1 if self._constant(s[0] for s in seqs) else 0
@@ -460,16 +467,18 @@ class PositionUse(Check):
                 if not reads:
                     continue
                 captured.clear()
-                probs = self._probs(model, batch, lm)
+                keep = sorted(set(reads)) if lm else None
+                col = {t: i for i, t in enumerate(keep)} if lm else {}
+                probs = self._probs(model, batch, lm, keep)
                 x0 = captured[0] if captured else None
                 if x0 is not None and (x0.ndim != 3 or x0.shape[0] != len(batch)):
                     x0 = None
                 for j, t in enumerate(reads):
-                    at = t if lm else 0
+                    at = col[t] if lm else 0
                     perm_tvs.append(float(_tv(probs[0][at], probs[2 * j + 1][at])))
                     ref_tvs.append(float(_tv(probs[0][at], probs[2 * j + 2][at])))
-                    origs.append(probs[0][at])
-                    reads_of.setdefault(k, []).append(at)
+                    origs.append(probs[0][at].clone())
+                    reads_of.setdefault(k, []).append(t if lm else 0)
                     if x0 is not None:
                         row = (lambda b: x0[b, t]) if lm else (lambda b: x0[b].mean(0))
                         d0_perm.append(float((row(2 * j + 1) - row(0)).norm()))
@@ -485,9 +494,10 @@ class PositionUse(Check):
             with _position_probe(model.module, pos, ablate=True) as seen:
                 tvs = []
                 for k, ats in reads_of.items():
-                    p = self._probs(model, [seqs[k]], lm)[0]
+                    keep = sorted(set(ats)) if lm else None
+                    p = self._probs(model, [seqs[k]], lm, keep)[0]
                     for at in ats:
-                        tvs.append(float(_tv(p[at], origs[len(tvs)])))
+                        tvs.append(float(_tv(p[keep.index(at) if lm else 0], origs[len(tvs)])))
             info.update({"calls": seen["calls"], "varies": seen["varies"], "length_seen": seen["length"],
                          "ablation_tv": num(np.mean(tvs), 3) if tvs else None,
                          "ablation_ratio": num(np.mean(tvs) / ref, 3) if tvs and ref > 0 else None})
@@ -508,9 +518,10 @@ class PositionUse(Check):
         return None
 
     @staticmethod
-    def _probs(model, batch: list[list[int]], lm: bool) -> torch.Tensor:
+    def _probs(model, batch: list[list[int]], lm: bool, keep: list[int] | None = None) -> torch.Tensor:
+        """Next-token probabilities at the `keep` positions (LM), or the class probabilities."""
         ids = torch.tensor(batch, dtype=torch.long)
-        logits = model.logits(ids, torch.ones_like(ids)).cpu()
+        logits = model.logits(ids, torch.ones_like(ids), positions=keep).cpu()
         p = torch.softmax(logits, dim=-1)
         return p if lm else p[:, None, :]  # classification: one "position"
 

@@ -9,7 +9,7 @@ import torch
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.probing.components import find_positions
-from degrade.run.load import CAUSAL_LM
+from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -65,7 +65,8 @@ class PaddingInvariance(Check):
     without a mask argument, add one. Then retrain: the weights learned with the pads visible.
 
     Options:
-      n_sequences (16): eval sequences sampled (at least 2 tokens each).
+      n_sequences (16): at most this many eval sequences (as many as the budget's probe share pays
+        for; at least 2 tokens each).
       pad_tokens (8): pad tokens added in each padded variant.
       atol (1e-5), rtol (1e-3): tolerance on the logit change, absolute and relative to the logit
         scale (the std of the logits over classes/vocabulary). A padded sequence runs through
@@ -79,6 +80,7 @@ class PaddingInvariance(Check):
 
     code, name, layer = "I304", "padding-invariance", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
+    probes = 1
     options = {"n_sequences": 16, "pad_tokens": 8, "atol": 1e-5, "rtol": 1e-3, "min_fraction": 0.1,
                "max_length": 512}
 
@@ -94,7 +96,8 @@ class PaddingInvariance(Check):
             raise CheckSkipped("no eval sequence has 2 or more tokens" if not usable else
                                "the position table is too short to add padding")
         rng = np.random.default_rng(run.options.seed)
-        pick = sorted(rng.choice(usable, size=min(int(o["n_sequences"]), len(usable)), replace=False).tolist())
+        # alone, left- and right-padded, and batched with others: four forwards per sequence
+        pick = run.engine.probe_indices(data, forwards=4, eligible=usable, cap=int(o["n_sequences"])).tolist()
         seqs = [list(data.input_ids[i][:limit]) for i in pick]
         pad = self._pad_id(model, run)
         pool = np.unique(np.concatenate([np.asarray(s) for s in seqs]))

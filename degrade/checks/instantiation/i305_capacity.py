@@ -12,7 +12,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
 from degrade.run.data import IGNORE_INDEX
-from degrade.run.load import CAUSAL_LM
+from degrade.run.tasks import CAUSAL_LM
 
 LN2 = math.log(2)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
@@ -47,7 +46,8 @@ class AttentionNormalisation(Check):
     out [batch, heads, query, key]); never normalise over the batch; then retrain.
 
     Options:
-      n_sequences (8): eval sequences in the batch test (at least 2 are needed).
+      n_sequences (8): at most this many eval sequences in the batch test (as many as the budget's
+        probe share pays for; at least 2 are needed).
       atol (1e-5), rtol (1e-3): tolerance on the alone-vs-batched logit change, absolute and
         relative to the logit scale; batched float32 kernels differ by ~1e-6 relative. Half
         precision models use 100x both.
@@ -58,6 +58,7 @@ class AttentionNormalisation(Check):
 
     code, name, layer = "I306", "attention-normalisation", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
+    probes = 1
     options = {"n_sequences": 8, "atol": 1e-5, "rtol": 1e-3, "max_length": 128}
 
     @torch.no_grad()
@@ -67,8 +68,7 @@ class AttentionNormalisation(Check):
         usable = [i for i, x in enumerate(data.input_ids) if len(x) >= 3]
         if len(usable) < 2:
             raise CheckSkipped("fewer than 2 eval sequences have 3 or more tokens")
-        rng = np.random.default_rng(run.options.seed)
-        pick = sorted(rng.choice(usable, size=min(int(o["n_sequences"]), len(usable)), replace=False).tolist())
+        pick = run.engine.probe_indices(data, forwards=2, eligible=usable, cap=int(o["n_sequences"])).tolist()
         L = min(min(len(data.input_ids[i]) for i in pick), int(o["max_length"]), model.positions or 10**9)
         seqs = [list(data.input_ids[i][:L]) for i in pick]
         param = next(model.module.parameters(), None)

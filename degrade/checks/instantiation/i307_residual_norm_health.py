@@ -8,7 +8,7 @@ import torch
 
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
-from degrade.probing.batches import batches, sample_indices
+from degrade.probing.batches import batches
 from degrade.probing.blocks import find_blocks, find_norms
 from degrade.stats import num
 
@@ -59,7 +59,8 @@ class ResidualNormHealth(Check):
     (x = x + f(norm(x))); then retrain.
 
     Options:
-      n_sequences (16): eval sequences sampled (truncated to 256 tokens).
+      n_sequences (16): at most this many eval sequences (as many as the budget's probe share pays
+        for; truncated to 256 tokens).
       norm_tol (0.02): deviation of a token's normalised std (or RMS) from 1, or of its mean from
         0, that counts as "not normalised". A correct norm deviates by ~eps/var (1e-5 in float32,
         ~1e-3 after bfloat16 rounding); a norm over the wrong axis by ~1/sqrt(d_model) (0.1 at
@@ -74,6 +75,7 @@ class ResidualNormHealth(Check):
 
     code, name, layer = "I307", "residual-norm-health", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
+    probes = 1
     options = {"n_sequences": 16, "norm_tol": 0.02, "bad_token_fraction": 0.5, "growth_factor": 4.0,
                "collapse_tol": 0.01}
 
@@ -87,7 +89,7 @@ class ResidualNormHealth(Check):
         if not blocks and not norms:
             raise CheckSkipped("no transformer blocks (a ModuleList holding the attention layers) "
                                "and no norm modules found")
-        idx = sample_indices(len(data), int(o["n_sequences"]), run.options.seed)
+        idx = run.engine.probe_indices(data, cap=int(o["n_sequences"]))
         captured: dict[str, list] = {}
         hooks = []
 

@@ -64,13 +64,12 @@ class Reobservation(Check):
 
     code, name, layer = "O101", "reobservation", Layer.OBSERVATION
     needs = frozenset({"eval_logged", "model", "eval_data"})
+    probes = 1
     options = {"se_multiple": 3.0, "rel_tol": 0.02, "abs_tol": 1e-3, "acc_abs_tol": 0.01,
                "determinism_rel_tol": 1e-4, "max_other_checkpoints": 3}
 
     # ------------------------------------------------------------------------------------------
     def run(self, run: "Run") -> list:
-        from degrade.probing.scoring import score
-
         ckpt = run.model_checkpoint
         candidates = self._logged_records(run, ckpt)
         if not candidates:
@@ -78,25 +77,23 @@ class Reobservation(Check):
                                f"(logged eval steps: {self._eval_steps(run)})")
         data = run.eval_data
         n_full = len(data)
-        budget_n = run.budget.max_eval_examples
         seed = run.options.seed
 
         s = run.eval_scores()
-        # Another torch seed on the same examples: randomness that survives model.eval() shows.
-        s_again = score(run.model(), data, budget_n, seed=seed, torch_seed=seed + 1)
-        st = run.eval_scores(train_mode=True)
         n = s.n
 
-        # ---- determinism of the eval-mode pass ----
-        det_diff = float(np.max(np.abs(s.loss - s_again.loss))) if n else 0.0
+        # ---- determinism of the eval-mode pass: a probe sample twice, in the same batches, with
+        # two torch seeds (randomness that survives model.eval() shows) ----
+        probe = run.engine.subsample(s.indices, run.budget.probe_passes / 2)
+        first, again = (run.engine.run_pass(run.model(), data, probe, torch_seed=seed + k,
+                                            label="O101 repeat").scores for k in (0, 1))
+        det_diff = float(np.max(np.abs(first.loss - again.loss))) if probe.size else 0.0
         det_rel = det_diff / max(abs(s.token_mean_loss), 1e-12)
 
         # ---- the eval-mode estimates and the tolerance of a comparison with a logged value ----
         self._batch_sizes = self._hf_batch_sizes([r for _, r in candidates], n_full)
         em = self._loss_estimates(s, n_full)
-        tr = self._loss_estimates(st, n_full)  # one pass; a second only to explain a mismatch
         acc = self._accuracy_estimates(s, n_full)
-        acc_t = self._accuracy_estimates(st, n_full)
 
         # ---- choose the logged record (several eval sets / duplicate records at one step) ----
         best = None
@@ -125,8 +122,6 @@ class Reobservation(Check):
                 "recomputed_loss_example_mean": num(em["example"], 6),
                 "loss_distance": num(cmp["loss_dist"], 4), "loss_tolerance": num(cmp["loss_tol"], 4),
                 "loss_se_of_comparison": num(em["se_gap"], 4),
-                "train_mode_loss_token_mean": num(tr["token"], 6),
-                "train_mode_loss_example_mean": num(tr["example"], 6),
             })
         if cmp.get("acc_key"):
             evidence.update({
@@ -135,13 +130,13 @@ class Reobservation(Check):
                 "recomputed_accuracy": num(acc["pooled"], 6),
                 "recomputed_accuracy_example_mean": num(acc["example"], 6),
                 "accuracy_distance": num(cmp["acc_dist"], 4), "accuracy_tolerance": num(cmp["acc_tol"], 4),
-                "train_mode_accuracy": num(acc_t["pooled"], 6),
             })
         if em["batch"]:
             evidence["hf_eval_batch_sizes_considered"] = [min(self._batch_sizes), max(self._batch_sizes)]
             evidence["recomputed_loss_hf_batch_mean_range"] = [num(min(em["batch"]), 6),
                                                                num(max(em["batch"]), 6)]
         evidence["eval_mode_repeat_max_abs_diff"] = num(det_diff, 3)
+        evidence["eval_mode_repeat_examples"] = int(probe.size)
         evidence.update(self._data_identity(run, rec, set_name))
         step_gap = rec["step"] != ckpt.step and ckpt.step >= 0
 
@@ -150,7 +145,7 @@ class Reobservation(Check):
             big = det_diff > cmp.get("loss_tol", self.opts["abs_tol"])
             findings.append(self.finding(
                 "error" if big else "warning",
-                f"Evaluation in eval mode is not deterministic: two passes over the same {n} examples "
+                f"Evaluation in eval mode is not deterministic: two passes over the same {probe.size} examples "
                 f"differ by up to {det_diff:.3g} in per-example loss.",
                 confidence=0.8 if big else 0.6, evidence=dict(evidence),
                 fix="Find the randomness that survives model.eval(): functional dropout called with "
@@ -193,7 +188,7 @@ class Reobservation(Check):
                                 "override; recompute the eval loss without them."))
             return findings
 
-        explanation, detail = self._explain(run, ckpt, rec, cmp, em, st, acc, acc_t, s, evidence)
+        explanation, detail = self._explain(run, ckpt, rec, cmp, em, acc, s, evidence)
         evidence["explanation"] = explanation
         ratio = cmp["score"]
         conf = 0.6 + 0.3 * min(1.0, max(0.0, (ratio - 1.0) / 3.0))
@@ -291,19 +286,24 @@ class Reobservation(Check):
         d = self._interval_distance(x, est[a], est[b])
         return min([d] + [abs(x - v) for v in est.get("batch") or []])
 
-    def _train_estimates(self, st: "Scores", st2: "Scores", n_full: int) -> dict[str, Any]:
-        """Train-mode estimate (mean of two passes with independent dropout masks) and the SE of
-        its comparison with a logged full-set train-mode value (sampling + both passes' masks)."""
-        a, b = self._loss_estimates(st, n_full), self._loss_estimates(st2, n_full)
-        batch = [(x + y) / 2 for x, y in zip(a["batch"], b["batch"])]
-        d = st.loss - st2.loss
-        sd_d = float(d.std(ddof=1)) if d.size > 1 else 0.0
-        n = max(st.n, 1)
-        se_ours = sd_d / 2.0 / math.sqrt(n)
-        se_logged = sd_d / math.sqrt(2.0) / math.sqrt(max(n_full, 1))
-        se = math.sqrt(max(a["se_gap"], b["se_gap"]) ** 2 + se_ours ** 2 + se_logged ** 2)
-        return {"token": (a["token"] + b["token"]) / 2, "example": (a["example"] + b["example"]) / 2,
-                "se_gap": se, "mask_sd": sd_d, "batch": batch}
+    @staticmethod
+    def _paired(full: dict[str, Any], other: np.ndarray, same: np.ndarray, weights: np.ndarray,
+                n_scored: int, keys: tuple[str, str] = ("token", "example")) -> dict[str, Any]:
+        """`full` (the eval-mode estimate over the whole eval sample) moved by the paired
+        difference other - same on the explaining rows: a control-variate estimate of the other
+        evaluation over the whole sample. Its error is the spread of the per-example difference
+        (small: both are the same examples), not of the values themselves, so a subsample of the
+        rows tells a train-mode or other-checkpoint value apart nearly as well as the full set."""
+        d = other - same
+        pooled, se_p = ratio_se(d * weights, weights)
+        mean, se_m = mean_se(d)
+        se = max(v for v in (se_p, se_m, 0.0) if math.isfinite(v)) * fpc(d.size, n_scored)
+        a, b = keys
+        out = {**full, a: full[a] + pooled, b: full[b] + mean, "shift": pooled, "shift_se": se,
+               "se_gap": math.hypot(full["se_gap"], se)}
+        if full.get("batch"):
+            out["batch"] = [x + pooled for x in full["batch"]]
+        return out
 
     def _accuracy_estimates(self, s: "Scores", n_full: int) -> dict[str, float]:
         pooled, se_p = ratio_se(s.correct * s.n_targets, s.n_targets)
@@ -364,34 +364,44 @@ class Reobservation(Check):
         return "; ".join(parts)
 
     # ---- explaining a mismatch ------------------------------------------------------------------
-    def _explain(self, run, ckpt, rec, cmp, em, st, acc, acc_t, s, evidence) -> tuple[str, str]:
-        from degrade.probing.scoring import score
+    def _explain(self, run, ckpt, rec, cmp, em, acc, s, evidence) -> tuple[str, str]:
         use_loss = cmp.get("loss_dist") is not None
+        # Each explaining pass runs on a subsample of the eval sample (budget.explain_passes).
+        rows = run.engine.subsample(s.indices, run.budget.explain_passes, minimum=16)
+        evidence["explained_on_examples"] = int(rows.size)
+        seed, model, data = run.options.seed, run.model(), run.eval_data
         # (1) train-mode evaluation. When train mode changes nothing (no active dropout/BN) one
         # pass says so; otherwise a second pass with independent masks gives the mask spread.
-        n_full = len(run.eval_data)
-        if np.array_equal(st.loss, s.loss):
-            tr = {**self._loss_estimates(st, n_full), "mask_sd": 0.0}
-        else:
-            st2 = score(run.model(), run.eval_data, run.budget.max_eval_examples, train_mode=True,
-                        seed=run.options.seed, torch_seed=run.options.seed + 1)
-            tr = self._train_estimates(st, st2, n_full)
-            evidence["train_mode_mask_sd"] = num(tr["mask_sd"], 3)
+        n_full = len(data)
+        st = run.engine.run_pass(model, data, rows, train_mode=True, torch_seed=seed, label="O101 train mode").scores
+        same = s.subset(rows)  # eval mode on the same rows: what train mode is compared with
+        loss_t, correct_t, mask_sd = st.loss, st.correct, 0.0
+        if not np.array_equal(st.loss, same.loss):  # a second pass, independent masks: their spread
+            st2 = run.engine.run_pass(model, data, rows, train_mode=True, torch_seed=seed + 1,
+                                      label="O101 train mode").scores
+            loss_t, correct_t = (st.loss + st2.loss) / 2, (st.correct + st2.correct) / 2
+            mask_sd = float((st.loss - st2.loss).std(ddof=1)) if st.n > 1 else 0.0
+            evidence["train_mode_mask_sd"] = num(mask_sd, 3)
+        tr = self._paired(em, loss_t, same.loss, same.n_targets, s.n)
+        # the logged value is one train-mode pass over the full set: its own mask noise
+        tr["se_gap"] = math.hypot(tr["se_gap"], mask_sd / math.sqrt(2.0 * max(n_full, 1)))
+        acc_t = self._paired(acc, correct_t, same.correct, same.n_targets, s.n, ("pooled", "example"))
+        evidence.update({"train_mode_loss_token_mean": num(tr["token"], 6),
+                         "train_mode_loss_example_mean": num(tr["example"], 6),
+                         "train_mode_accuracy": num(acc_t["pooled"], 6)})
         if use_loss:
             logged = rec["loss"]
             d_train = self._distance(logged, tr)
             tol_train = self._loss_tol(logged, tr["se_gap"])
-            separable = abs(tr["token"] - em["token"]) > self._loss_tol(em["token"], em["se_gap"])
+            separable = abs(tr["shift"]) > self._loss_tol(em["token"], tr["shift_se"])
         else:
             logged = rec[cmp["acc_key"]]
             d_train = self._interval_distance(logged, acc_t["pooled"], acc_t["example"])
-            tol_train = self._acc_tol(acc["se_gap"])
-            separable = abs(acc_t["pooled"] - acc["pooled"]) > tol_train
+            tol_train = self._acc_tol(acc_t["se_gap"])
+            separable = abs(acc_t["shift"]) > self._acc_tol(acc_t["shift_se"])
         evidence["train_mode_distance"] = num(d_train, 4)
         evidence["train_mode_tolerance"] = num(tol_train, 4)
         evidence["train_mode_separable"] = bool(separable)
-        if use_loss:
-            evidence["train_mode_loss_two_pass_mean"] = num(tr["token"], 6)
         if not separable:
             evidence["train_mode_note"] = "train and eval mode give the same value (no active dropout/BN)"
         if separable and d_train <= tol_train:
@@ -412,14 +422,14 @@ class Reobservation(Check):
                 except InputError as e:
                     tried[label] = {"step": c.step, "unloadable": str(e)[:200]}
                     continue
-                so = score(handle, run.eval_data, run.budget.max_eval_examples, seed=run.options.seed)
+                so = run.engine.run_pass(handle, data, rows, label=f"O101 {label}").scores
                 if use_loss:
-                    eo = self._loss_estimates(so, len(run.eval_data))
+                    eo = self._paired(em, so.loss, same.loss, same.n_targets, s.n)
                     d = self._distance(logged, eo)
                     tol = self._loss_tol(logged, eo["se_gap"])
                     val = eo["token"]
                 else:
-                    ao = self._accuracy_estimates(so, len(run.eval_data))
+                    ao = self._paired(acc, so.correct, same.correct, same.n_targets, s.n, ("pooled", "example"))
                     d = self._interval_distance(logged, ao["pooled"], ao["example"])
                     tol = self._acc_tol(ao["se_gap"])
                     val = ao["pooled"]

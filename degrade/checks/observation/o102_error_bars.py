@@ -17,7 +17,7 @@ from degrade.checks.observation._stats import (
 from degrade.errors import InputError
 from degrade.layers import Layer
 from degrade.run.history import eval_set_label
-from degrade.run.load import SEQ_CLS
+from degrade.run.tasks import SEQ_CLS
 
 if TYPE_CHECKING:
     from degrade.probing.scoring import Scores

@@ -8,6 +8,7 @@ import numpy as np
 
 from degrade.check import Check
 from degrade.checks.observation._stats import Z95, num, ratio_se, wilson, z_test
+from degrade.engine import MIN_TRAIN_ROWS
 from degrade.errors import InputError
 from degrade.layers import Layer
 from degrade.probing.batches import sample_indices
@@ -67,19 +68,20 @@ class TrainEvalOverlap(Check):
         model is available and the measured shift (metric on all items minus on clean items)
         exceeds shift_se SEs of the metric with the contaminated items significantly better.
       shift_se (1.0): see error_fraction.
-      min_k (0.2), membership_examples (256): Min-K%++ membership scores (Zhang et al. 2024; k=20%
-        is the paper's default) on up to 256 eval, training and shuffled-eval ("fresh") items,
-        when the model is a causal LM. Evidence only: the paper finds the signal weak on small
-        models, so it never sets the severity.
+      min_k (0.2): Min-K%++ membership scores (Zhang et al. 2024; k=20% is the paper's default) of
+        the items in the engine's eval and training samples (read from their shared passes) and of
+        a probe's worth of shuffled eval items ("fresh"), when the model is a causal LM. Evidence
+        only: the paper finds the signal weak on small models, so it never sets the severity.
       boilerplate_fraction (0.01): n-grams in more than this fraction of the training sample (and
         at least 3 examples) are ignored as templates.
     """
 
     code, name, layer = "O103", "train-eval-overlap", Layer.OBSERVATION
     needs = frozenset({"eval_data", "train_data"})
+    probes = 1
     options = {"ngram_tokens": 8, "ngram_words": 13, "ngram_min_fraction": 0.5, "jaccard": 0.8, "shingle": 5,
                "min_near_length": 5, "error_fraction": 0.05, "shift_se": 1.0,
-               "boilerplate_fraction": 0.01, "min_k": 0.2, "membership_examples": 256}
+               "boilerplate_fraction": 0.01, "min_k": 0.2}
 
     def run(self, run: "Run") -> list:
         ev, tr, tp = run.eval_data, run.train_data, run.train_pass
@@ -263,7 +265,7 @@ class TrainEvalOverlap(Check):
         items and shuffled eval items, with the AUCs that say how well the signal separates them."""
         if run.model_unavailable() is not None:
             return None
-        from degrade.probing.membership import min_k_pp, shuffled
+        from degrade.probing.membership import min_k, shuffled
         from degrade.probing.shift import auc
         from degrade.probing.targets import vocab_problem
         try:
@@ -272,15 +274,24 @@ class TrainEvalOverlap(Check):
                                 f"{run.task} model"}
             if vocab_problem(run, run.eval_data) or vocab_problem(run, run.train_data):
                 return {"note": "token ids outside the model's vocabulary: not scored"}
-            n = min(self.opts["membership_examples"], len(eval_idx))
-            rng = np.random.default_rng(run.options.seed)
-            pick = np.sort(rng.choice(len(eval_idx), size=n, replace=False))
-            model, k = run.model(), self.opts["min_k"]
-            ev_scores = min_k_pp(model, run.eval_data, eval_idx[pick], k)
-            tr_idx = np.sort(rng.choice(len(run.train_data), size=min(n, len(run.train_data)), replace=False))
-            tr_scores = min_k_pp(model, run.train_data, tr_idx, k)
-            fresh = shuffled(run.eval_data, eval_idx[pick], run.options.seed)
-            fr_scores = min_k_pp(model, fresh, np.arange(len(fresh)), k)
+            k = self.opts["min_k"]
+            # The token scores come from the engine's shared eval and training passes; only the
+            # shuffled eval items (surely never seen) need a pass of their own, a probe's worth.
+            seen = run.engine.eval_pass()
+            flag = dict(zip(eval_idx.tolist(), contaminated.tolist()))
+            rows = np.asarray([i for i in seen.scores.indices if int(i) in flag], dtype=int)
+            ev_scores = np.asarray([min_k(seen.membership[int(i)], k) for i in rows])
+            train = run.engine.train_pass()
+            tr_scores = np.asarray([min_k(train.membership[int(i)], k) for i in train.scores.indices])
+            # the shuffled reference is compared as a distribution: at least as many rows as the
+            # engine's smallest training sample (fewer make its AUC noise)
+            probe = run.engine.subsample(rows, run.budget.probe_passes, minimum=MIN_TRAIN_ROWS) if rows.size else rows
+            fresh = shuffled(run.eval_data, probe, run.options.seed)
+            fr_pass = run.engine.run_pass(run.model(), fresh, np.arange(len(fresh)), label="O103 shuffled")
+            fr_scores = np.asarray([min_k(fr_pass.membership[i], k) for i in range(len(fresh))])
+            n = int(rows.size)
+            where = {int(e): j for j, e in enumerate(eval_idx)}
+            pick = np.asarray([where[int(i)] for i in rows], dtype=int)
         except InputError as e:
             return {"note": f"the model could not be scored: {e}"}
         cont = contaminated[pick]
@@ -296,7 +307,8 @@ class TrainEvalOverlap(Check):
                 return None
             return num(auc(np.r_[a, b], np.r_[np.ones(a.size, bool), np.zeros(b.size, bool)]), 3)
 
-        return {"k": k, "n_per_group": n, "mean_eval_contaminated": mean(ev_scores[cont]),
+        return {"k": k, "n_eval": n, "n_train": int(tr_scores.size), "n_shuffled": int(fr_scores.size),
+                "mean_eval_contaminated": mean(ev_scores[cont]),
                 "mean_eval_clean": mean(clean_scores), "mean_train": mean(tr_scores),
                 "mean_fresh_shuffled": mean(fr_scores),
                 "auc_train_vs_eval_clean": auc_of(tr_scores, clean_scores),

@@ -9,35 +9,11 @@ from degrade.check import Check
 from degrade.checks.observation._remap import best_remap
 from degrade.checks.observation._stats import num, wilson
 from degrade.layers import Layer
-from degrade.probing.targets import Targets, scored_eval_targets, target_predictions, vocab_problem
+from degrade.probing.confident import confident_learning
+from degrade.probing.targets import Targets, scored_eval_targets, vocab_problem
 
 if TYPE_CHECKING:
     from degrade.run.run import Run
-
-
-def confident_learning(t: Targets) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
-    """(suspect mask, the confidently predicted class per target (-1: none), thresholds).
-
-    Confident learning (Northcutt, Jiang & Chuang 2021, JAIR): the threshold of class j is the
-    mean probability the model gives j on the targets labelled j (its mean self-confidence). A
-    target is counted in the confident joint at (given y, class j) for the j with the highest
-    probability among the classes whose probability reaches their threshold; off-diagonal entries
-    (j != y) are the label-issue candidates (cleanlab's `find_label_issues`, filter_by='confident_learning')."""
-    col = {int(c): k for k, c in enumerate(t.classes)}
-    thresholds: dict[int, float] = {}
-    for c, k in col.items():
-        mine = t.given == c
-        if mine.any():
-            thresholds[c] = float(t.probs[mine, k].mean())
-    thr = np.array([thresholds.get(int(c), np.inf) for c in t.classes])
-    above = t.probs >= thr[None, :]
-    masked = np.where(above, t.probs, -1.0)
-    best = masked.argmax(1) if t.classes.size else np.zeros(t.m, int)
-    has = above.any(1) if t.classes.size else np.zeros(t.m, bool)
-    confident = np.where(has, t.classes[best] if t.classes.size else -1, -1)
-    labelled = np.array([int(g) in thresholds for g in t.given], dtype=bool)
-    suspect = labelled & has & (confident != t.given)
-    return suspect, confident, thresholds
 
 
 def _foreign_examples(train_tokens: set[int] | None, ev, example: np.ndarray) -> np.ndarray:
@@ -250,8 +226,7 @@ class EvalLabelErrors(Check):
         tr = run.train_data
         if tr is None or vocab_problem(run, tr) is not None:
             return None
-        n = min(len(tr), max(int(t.indices.size), 200))
-        tt = target_predictions(run.model(), tr, n, seed=run.options.seed)
+        tt = run.engine.train_pass().targets
         if tt.m < 20:
             return None
         return float(confident_learning(tt)[0].mean())

@@ -8,7 +8,7 @@ import numpy as np
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.probing.baselines import Rung, cls_ladder, lm_ladder
-from degrade.run.load import CAUSAL_LM
+from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num, paired_difference
 
 

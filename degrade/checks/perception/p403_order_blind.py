@@ -120,7 +120,8 @@ class OrderBlind(Check):
     Options:
       blind_ratio (0.05): r below this is order-blind (I303's threshold: a trained order-using
         model moves r ~ 0.3-1; a bag-of-tokens model only by float noise).
-      n_sequences (64): eval sequences reordered.
+      n_sequences (64): at most this many eval sequences reordered (as many as the budget's probe
+        share pays for).
       z (2.0): standard errors the order-aware baseline's paired gain must exceed.
       min_rel_gain (0.02): LM: the trigram must beat the bigram by this fraction of its loss.
       min_acc_gain (0.02): classifier: the order-aware baseline's accuracy gain (absolute).
@@ -129,6 +130,7 @@ class OrderBlind(Check):
 
     code, name, layer = "P403", "order-blind", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data"})
+    probes = 1
     # On an error it publishes {"axis": "order", "code": "P403"}: R checks defer to it and P401's
     # generic "worse than baselines" lets this specific reading lead. Publishers run after the
     # outer layers' publishers, so I303's reading is still there to use.
@@ -159,7 +161,8 @@ class OrderBlind(Check):
             usable = [i for i, x in enumerate(eval_.input_ids) if len(x) >= 4]
             if len(usable) < 2:
                 raise CheckSkipped("fewer than 2 eval sequences have 4 or more tokens")
-            pick = sorted(rng.choice(usable, size=min(int(o["n_sequences"]), len(usable)), replace=False).tolist())
+            # each sequence, reordered and refilled: three forwards, paid by the probe share
+            pick = run.engine.probe_indices(eval_, forwards=3, eligible=usable, cap=int(o["n_sequences"])).tolist()
             seqs = [list(eval_.input_ids[i][: int(o["max_length"])]) for i in pick]
             sens = order_sensitivity(model, seqs, rng)
             if sens["ratio"] is None:

@@ -10,7 +10,7 @@ from degrade.layers import Layer
 from degrade.checks.perception._proxy_label import proxy_label
 from degrade.probing.baselines import lm_ladder
 from degrade.run.data import IGNORE_INDEX, Examples
-from degrade.run.load import CAUSAL_LM
+from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num, paired_difference
 
 

@@ -10,7 +10,7 @@ from degrade.layers import Layer
 from degrade.probing.baselines import lm_ladder
 from degrade.probing.components import find_components
 from degrade.run.data import IGNORE_INDEX, Examples
-from degrade.run.load import CAUSAL_LM
+from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num, paired_difference
 
 

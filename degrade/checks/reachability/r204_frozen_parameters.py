@@ -1,15 +1,17 @@
 """R204 frozen-parameters: parameters that never moved from their initialisation."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import weights as W
 from degrade.layers import Layer
-from degrade.record.layer_stats import read_layer_stats, tensor_digest
+from degrade.run.layer_stats import read_layer_stats
+
+if TYPE_CHECKING:
+    import torch
 
 
 class FrozenParameters(Check):
@@ -150,6 +152,7 @@ class FrozenParameters(Check):
 
     @staticmethod
     def _digest_same(digest: dict[str, dict], last: dict[str, torch.Tensor]) -> dict[str, int]:
+        from degrade.record.layer_stats import tensor_digest
         same = {}
         for name, d in digest.items():
             t = last.get(name)
@@ -195,6 +198,7 @@ class FrozenParameters(Check):
 
 def _constant(t: torch.Tensor) -> bool:
     """All elements equal (all ones, all zeros): an initialiser's value, never a trained one."""
+    import torch
     return t.numel() > 1 and bool(torch.all(t == t.reshape(-1)[0]))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
-from degrade.checks.reachability.confident_learning import confident_joint
+from degrade.probing.confident import confident_joint
 from degrade.layers import Layer
 
 
@@ -68,7 +68,7 @@ class TrainLabelNoise(Check):
         model, data = run.model(), run.train_data
         if model.task != "causal-lm" and data.label is None:
             raise CheckSkipped("the training data has no class labels (`label` column)")
-        cj = confident_joint(model, data, run.budget.max_train_examples, seed=run.options.seed)
+        cj = confident_joint(run.engine.train_pass().targets)
         if cj.n_targets == 0:
             raise CheckSkipped("the training data has no scored targets")
         ev: dict[str, Any] = {"targets_scored": cj.n_targets, "suspects": cj.n_suspects,

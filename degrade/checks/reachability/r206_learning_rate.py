@@ -10,7 +10,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.checks.reachability import weights as W
 from degrade.layers import Layer
-from degrade.record.layer_stats import read_layer_stats
+from degrade.run.layer_stats import read_layer_stats
 
 _EMBEDDING = ("emb", "wte", "wpe", "tok.", "pos.", "lm_head", "head.weight", "shared")
 

@@ -58,18 +58,20 @@ class AttentionEntropy(Check):
     scale 1/sqrt(head_dim) is applied.
 
     Options:
-      max_sequences (128): sequences in the probe sample (budget.max_eval_examples caps it too).
+      max_sequences (128): at most this many sequences in the probe sample (as many as the
+        budget's probe share pays for).
       max_length (128): tokens per probe sequence (longer ones are cut).
       collapsed (0.05): a head's mean normalised entropy below this is collapsed (see above).
       most_collapsed (0.75): the fraction of all heads collapsed that makes a warning ("most
         heads", with margin: sharp special-purpose heads are a minority in trained models).
       fall_ratio (0.5): chosen/earliest checkpoint mean entropy at or below this is a sharp fall.
       trajectory_checkpoints (4): checkpoints read for the trajectory (0: none).
-      trajectory_sequences (32): probe sequences per trajectory checkpoint.
+      trajectory_sequences (32): at most this many probe sequences per trajectory checkpoint.
     """
 
     code, name, layer = "R210", "attention-entropy", Layer.REACHABILITY
     needs = frozenset({"model"})
+    probes = 2
     options = {"max_sequences": 128, "max_length": 128, "collapsed": 0.05, "most_collapsed": 0.75,
                "fall_ratio": 0.5, "trajectory_checkpoints": 4, "trajectory_sequences": 32}
 
@@ -182,15 +184,16 @@ class AttentionEntropy(Check):
         at = np.unique(np.linspace(0, len(upto) - 1, min(k - 1, len(upto))).round())
         picks = [upto[int(i)] for i in at]
         picks.append(chosen)
-        from degrade.probing.scoring import score
-        n = int(self.opts["trajectory_sequences"])
-        batches = probe_batches(data, n, int(self.opts["max_length"]), run.options.seed)
+        # Each checkpoint reads the same probe rows twice (entropies, then the loss): the probe
+        # share pays for all of them.
+        idx = run.engine.probe_indices(data, forwards=2 * len(picks), cap=int(self.opts["trajectory_sequences"]))
+        batches = probe_batches(data, idx, int(self.opts["max_length"]))
         out = []
         for c in picks:
             try:
                 handle = run.model() if c is chosen else run.load_model(c)
                 res = attention_entropy(handle, batches)
-                loss = score(handle, data, n, seed=run.options.seed).token_mean_loss
+                loss = run.engine.run_pass(handle, data, idx, label="R210 trajectory").scores.token_mean_loss
             except Exception as e:  # noqa: BLE001 - an unreadable checkpoint: leave it out
                 out.append({"step": c.step, "error": str(e)[:200]})
                 continue

@@ -8,8 +8,8 @@ import numpy as np
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
-from degrade.probing.activations import find_activations, run_probe, unit_activity
-from degrade.record.layer_stats import read_layer_stats
+from degrade.probing.activations import find_activations
+from degrade.run.layer_stats import read_layer_stats
 
 
 class DeadUnits(Check):
@@ -45,16 +45,15 @@ class DeadUnits(Check):
     are mostly dead is a much smaller model than the one designed, so its results say little
     about the architecture.
 
-    Evidence used: the model, the eval data (the training data when no eval data is given: unit
-    activity needs inputs, not held-out labels), layers.jsonl activation stats when present.
+    Evidence used: the model's MLP activations during the engine's shared eval pass (the training
+    pass when no eval data is given: unit activity needs inputs, not held-out labels), layers.jsonl
+    activation stats when present.
 
     Fix: lower the peak LR and add warmup; check the initialisation (biases near 0, weights
     scaled ~1/sqrt(fan_in)); prefer GELU/SiLU to ReLU (no hard zero-gradient region); LeakyReLU
     if ReLU must stay.
 
     Options:
-      max_sequences (128): sequences in the probe sample (budget.max_eval_examples caps it too).
-      max_length (128): tokens per probe sequence (longer ones are cut).
       layer_dead (0.5): the dead fraction of one layer above which it is a warning (TheDeepChecker).
       model_dead (0.5): the dead fraction of all MLP units above which it is an error ("most").
       p95_floor (1e-5): p95 |output| below which a unit counts in TheDeepChecker's number.
@@ -64,18 +63,18 @@ class DeadUnits(Check):
 
     code, name, layer = "R211", "dead-units", Layer.REACHABILITY
     needs = frozenset({"model"})
-    options = {"max_sequences": 128, "max_length": 128, "layer_dead": 0.5, "model_dead": 0.5,
-               "p95_floor": 1e-5, "fit_accuracy": 0.9}
+    options = {"layer_dead": 0.5, "model_dead": 0.5, "p95_floor": 1e-5, "fit_accuracy": 0.9}
 
     def run(self, run):
         o = self.opts
-        model = run.model()
-        mods, how = find_activations(model.module)
-        if not mods:
+        if not find_activations(run.model().module)[0]:
             raise CheckSkipped("no MLP activation module (GELU/ReLU/SiLU/Activation) and no MLP block "
                                "found to hook")
-        _, split, batches = run_probe(run, o)
-        stats = unit_activity(model, batches, mods)
+        if run.eval_data is None and run.train_data is None:
+            raise CheckSkipped("no eval or train data to run the model on (pass --eval-data PATH)")
+        split = "eval" if run.eval_data is not None else "train"
+        seen = run.engine.eval_pass() if split == "eval" else run.engine.train_pass()
+        stats, how = seen.captures["units"]
         if not stats:
             raise CheckSkipped(f"the hooked modules ({how}) produced no floating-point output")
         layers = []
@@ -90,7 +89,7 @@ class DeadUnits(Check):
         n_dead = sum(int(L["dead"]) for L in layers)
         frac = n_dead / max(total, 1)
         bad = [L for L in layers if L["dead"] / max(L["units"], 1) > o["layer_dead"]]
-        ev: dict[str, Any] = {"data": split, "sequences": sum(int(b[0].shape[0]) for b in batches),
+        ev: dict[str, Any] = {"data": split, "sequences": int(seen.scores.n),
                               "hooked": how, "layers": layers, "units": total, "dead_units": n_dead,
                               "dead_fraction": C.num(frac, 3), "layer_dead_threshold": o["layer_dead"],
                               "model_dead_threshold": o["model_dead"]}

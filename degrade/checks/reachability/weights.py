@@ -17,13 +17,13 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from degrade.errors import InputError
 from degrade.inputs.native import initial_digest as read_initial_digest
 from degrade.run.files import load_state_dict
 
 if TYPE_CHECKING:
+    import torch
+
     from degrade.run.run import Checkpoint, Run
 
 INITIAL_WEIGHTS = "initial_weights.safetensors"
@@ -70,6 +70,7 @@ def reference_weights(run: "Run") -> tuple[dict[str, torch.Tensor], int, str] | 
 def relative_change(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """Per shared float tensor: ||b - a|| (delta), ||a|| (norm) and their ratio; exact equality
     is reported as delta 0 (a frozen parameter is bit-identical)."""
+    import torch
     out = {}
     for name, ta in a.items():
         tb = b.get(name)
@@ -89,13 +90,15 @@ def optimizer_tensor_count(checkpoint_dir: Path) -> int | None:
     torch.load(weights_only=True) only: an optimizer state dict is plain tensors, numbers and
     lists, so it loads; anything that needs unpickling of objects makes this return None.
     """
+    import torch
     path = Path(checkpoint_dir) / "optimizer.pt"
     if not path.is_file():
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            # mmap: the state (twice the model's size for Adam) is mapped, not read, to count ids
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - refusing to unpickle is the point; any failure means "unknown"
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("param_groups"), list):
