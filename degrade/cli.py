@@ -46,11 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ignore", type=_codes, help="check codes or prefixes to leave out")
     d.add_argument("--set", dest="sets", action="append", default=[], metavar="CODE.option=value",
                    help="override a check's threshold, e.g. R201.min_gain_fraction=0.2")
-    d.add_argument("--budget", choices=("fast", "standard", "thorough"), help="compute to spend (default: standard)")
+    d.add_argument("--budget", choices=("fast", "standard", "thorough"),
+                   help="model compute to spend, in eval passes (one pass = the model reading the "
+                   "eval sample once): fast about 2 (256 eval rows, a fifth of a pass of training rows), "
+                   "standard about 4 (1,024 rows, one pass of training rows), thorough about 12 (every "
+                   "eval row, four passes of training rows, every component ranked and more "
+                   "confirmed); default standard")
     d.add_argument("--format", choices=FORMATS, default="console")
     d.add_argument("--output", "-o", help="write the report here instead of stdout")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="cpu", help="cpu | cuda")
+    d.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: CUDA when "
+                   "available, else the CPU)")
     d.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is "
                    "fastest for tiny models on a busy machine)")
     d.add_argument("--check-timeout", type=float, metavar="SECONDS",
@@ -154,16 +160,20 @@ def _quiet_broken_pipe() -> int:
 def _diagnose(args) -> int:
     from degrade.api import diagnose
     from degrade.config import parse_option
+    from degrade.sandbox.limits import tune_malloc
+    tune_malloc()  # degrade's own process only: the API leaves a training script's allocator alone
     options: dict = {}
     for text in args.sets:
         code, name, value = parse_option(text)
         options.setdefault(code, {})[name] = value
-    with _progress(args.format == "console") as on_progress:
+    with _progress(args.format == "console") as callbacks:
+        on_progress, on_batch = callbacks or (None, None)
         d = diagnose(args.run_dir, train_data=args.train_data, eval_data=args.eval_data,
                      checkpoint=args.checkpoint, model_factory=args.model_factory,
                      trust_remote_code=args.trust_remote_code, select=args.select, ignore=args.ignore,
                      budget=args.budget, seed=args.seed, device=args.device, threads=args.threads,
-                     options=options, on_progress=on_progress, check_timeout=args.check_timeout,
+                     options=options, on_progress=on_progress, on_batch=on_batch,
+                     check_timeout=args.check_timeout,
                      check_memory=_check_memory(args.check_memory))
     _emit(d, args.format, args.output)
     return d.exit_code
@@ -197,7 +207,7 @@ def _emit(d, fmt: str, output: str | None) -> None:
 
 def _checks(args) -> int:
     from degrade import registry
-    checks, broken = registry.load_checks()
+    checks, broken = registry.load_specs()
     if args.code:
         cls = next((c for c in checks if c.code == args.code.upper()), None)
         if cls is None:
@@ -278,24 +288,51 @@ def _demo(args) -> int:
 
 
 class _progress:
-    """A rich progress bar on stderr, only for a console report on a terminal outside CI."""
+    """Rich progress on stderr, only for a console report on a terminal outside CI: one bar for
+    the checks, one for the model pass under way (tokens, with an ETA), and, after the first
+    batch, a line with the planned model compute and what it should take."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and sys.stderr.isatty() and not os.environ.get("CI")
         self.bar = None
+        self.meter = None
 
     def __enter__(self):
         if not self.enabled:
             return None
-        from degrade.registry import all_checks
-        from rich.progress import Progress
-        self.bar = Progress(transient=True, console=_stderr_console())
-        self.bar.start()
-        task = self.bar.add_task("diagnosing", total=len(all_checks()))
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        def on_progress(cls):
-            self.bar.update(task, advance=1, description=f"{cls.code} {cls.name}")
-        return on_progress
+        from degrade.registry import load_specs
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                            TimeRemainingColumn(), transient=True, console=_stderr_console())
+        self.bar.start()
+        checks = self.bar.add_task("diagnosing", total=len(load_specs()[0]))
+        passes: dict[str, int] = {}
+
+        def on_check(spec):
+            self.bar.update(checks, advance=1, description=f"{spec.code} {spec.name}")
+
+        def on_batch(label: str, done: int, planned: int, meter) -> None:
+            if meter is not None and self.meter is None:
+                self.meter = meter
+                self._announce(meter)
+            if not planned:
+                return
+            if label not in passes:
+                passes[label] = self.bar.add_task(f"  {label}", total=planned)
+            self.bar.update(passes[label], completed=done, total=planned)
+            if done >= planned:
+                self.bar.remove_task(passes.pop(label))
+        return on_check, on_batch
+
+    def _announce(self, meter) -> None:
+        plan, per = meter.plan, meter.seconds_per_pass()
+        if not plan:
+            return
+        total = sum(plan.values())
+        parts = ", ".join(f"{k} {v:g}" for k, v in plan.items())
+        eta = f"; one eval pass takes about {per:.1f} s, so about {total * per:.0f} s" if per else ""
+        self.bar.console.print(f"[dim]model compute planned: {total:.2f} eval passes ({parts}){eta}[/dim]")
 
     def __exit__(self, *exc):
         if self.bar is not None:

@@ -35,6 +35,12 @@ def positions_per_chunk(rows: int, out_size: int) -> int:
     return int(max(1, CHUNK_BYTES // (max(1, rows) * max(1, out_size) * 4 * 3)))
 
 
+def probe_length(out_size: int | None, copies: int) -> int:
+    """The longest probe sequence of which `copies` vocabulary-wide logits tensors ([T, V] float32:
+    the original, a perturbed one and the temporaries of comparing them) fit in LOGIT_BYTES."""
+    return int(max(2, LOGIT_BYTES // (copies * max(1, out_size or 2 ** 16) * 4)))
+
+
 def sized_batches(examples: "Examples", indices: np.ndarray, out_size: int, max_length: int | None = None,
                   pad_id: int = 0) -> Iterator[tuple[np.ndarray, "torch.Tensor", "torch.Tensor", "torch.Tensor"]]:
     """(example indices, input_ids, attention_mask, token labels), right-padded, length-sorted,

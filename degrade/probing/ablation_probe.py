@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from degrade.engine.batching import LOGIT_BYTES
 from degrade.inputs.data_rows import IGNORE_INDEX
 from degrade.probing.ablation import ablate
 from degrade.probing.components import Component
@@ -18,7 +19,10 @@ MAX_LEN = 128  # tokens per probe row: enough to see an effect, bounded for long
 class AblationProbe:
     def __init__(self, model, data, indices: np.ndarray, meter=None):
         self.model, self.meter = model, meter
-        self.indices = np.asarray(indices)
+        # the base logits, an ablated model's and their difference are held at once: the rows are
+        # as many as fit three times in the logits budget (at least one)
+        fit = LOGIT_BYTES // (3 * MAX_LEN * max(1, model.out_size or 2 ** 16) * 4)
+        self.indices = np.asarray(indices)[: max(1, int(fit))]
         rows = [list(data.input_ids[int(i)][:MAX_LEN]) for i in self.indices]
         width = max(len(r) for r in rows)
         self.ids = torch.zeros((len(rows), width), dtype=torch.long)

@@ -95,3 +95,38 @@ def memory_failure(e: BaseException, headroom: int | None) -> str | None:
     if wanted is not None:
         return f"needs {wanted / GB:.1f} GB in one allocation, beyond the memory left{limit}"
     return f"ran out of memory{limit}"
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system between checks: glibc keeps freed blocks of each
+    thread's arena (and every check runs in a thread of its own), so without a trim the peak
+    resident memory is the sum of the checks' peaks rather than the largest of them. (No
+    gc.collect: a full collection of a large heap costs more than the check.)"""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+
+ARENAS = 2  # glibc's default is 8 per core; 2 is the value commonly set for threaded servers
+MMAP_THRESHOLD = 1 << 20  # glibc's default starts at 128 KB and rises, dynamically, to 32 MB
+
+
+def tune_malloc() -> None:
+    """glibc malloc settings for degrade's own process (the CLI), unless the user set them:
+    - at most ARENAS arenas (M_ARENA_MAX): every check runs in a thread of its own, and glibc
+      gives new threads new arenas whose freed memory stays resident, so without a cap memory
+      grows with the number of checks rather than with the largest one;
+    - a fixed mmap threshold (M_MMAP_THRESHOLD): blocks above it are mapped and unmapped on free.
+      glibc's dynamic threshold rises to 32 MB after the first large free, after which a pass's
+      chunk temporaries fragment the heap and stay resident (measured in docs/benchmarks.md,
+      "Memory on a 50,257-token vocabulary")."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        libc.mallopt(-8, ARENAS)  # M_ARENA_MAX
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        libc.mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD

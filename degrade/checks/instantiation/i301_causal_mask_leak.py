@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
+from degrade.engine.batching import probe_length
 from degrade.layers import Layer
 from degrade.stats import num
 
@@ -49,7 +50,8 @@ class CausalMaskLeak(Check):
       atol (1e-5), rtol (1e-4): tolerance on the logit change, absolute and relative to the logit
         scale; float32 kernels differ by ~1e-7 relative. Half precision models use 100x both.
       max_length (512): sequences are truncated to this many tokens (and to the model's position
-        table) to bound the cost.
+        table) to bound the cost; and to as many as keep four [T, vocab] float32 logits within the
+        engine's logits budget (256 MB: 326 tokens of a 50,257-token vocabulary).
     """
 
     code, name, layer = "I301", "causal-mask-leak", Layer.INSTANTIATION
@@ -61,7 +63,8 @@ class CausalMaskLeak(Check):
     def run(self, run):
         o = self.opts
         model, data = run.model(), run.eval_data
-        limit = min(int(o["max_length"]), model.positions or 10**9)
+        # a sequence's logits are held four times at most (itself, a variant, their difference)
+        limit = min(int(o["max_length"]), model.positions or 10**9, probe_length(model.out_size, 4))
         usable = [i for i, x in enumerate(data.input_ids) if len(x) >= 4]
         if not usable:
             raise CheckSkipped("no eval sequence has 4 or more tokens")

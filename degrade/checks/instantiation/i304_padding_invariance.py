@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
+from degrade.engine.batching import probe_length
 from degrade.layers import Layer
 from degrade.probing.components import find_positions
 from degrade.run.tasks import CAUSAL_LM
@@ -75,7 +76,8 @@ class PaddingInvariance(Check):
       min_fraction (0.1): fraction of sequences that must be affected for confidence 0.95 (fewer:
         0.8).
       max_length (512): sequences are truncated to this many tokens (and to the position table
-        minus `pad_tokens`).
+        minus `pad_tokens`; and to as many as keep six [T, vocab] float32 logits within the
+        engine's logits budget, 256 MB: 217 tokens of a 50,257-token vocabulary).
     """
 
     code, name, layer = "I304", "padding-invariance", Layer.INSTANTIATION
@@ -90,7 +92,8 @@ class PaddingInvariance(Check):
         model, data = run.model(), run.eval_data
         table = _position_table(model)
         k = min(int(o["pad_tokens"]), table // 2)
-        limit = min(int(o["max_length"]), table - k)
+        # a sequence's logits are held six times at most (alone, two paddings, their differences)
+        limit = min(int(o["max_length"]), table - k, probe_length(model.out_size, 6))
         usable = [i for i, x in enumerate(data.input_ids) if len(x) >= 2]
         if not usable or limit < 2:
             raise CheckSkipped("no eval sequence has 2 or more tokens" if not usable else
