@@ -97,7 +97,7 @@ class TokenReductions:
             nll_sum += nll.double().sum(1)
             hit_sum += hit.double().sum(1)
             count += valid.sum(1)
-            pos = torch.arange(t0 + 1, t1 + 1)
+            pos = slice(t0 + 1, t1 + 1)  # a slice: a one-position chunk stays an array
             self.pos_loss[pos] += nll.sum(0).numpy()
             self.pos_correct[pos] += hit.sum(0).numpy()
             self.pos_count[pos] += valid.sum(0).numpy()
