@@ -6,10 +6,11 @@ number of passes whatever the model (docs/benchmarks.md, "What a diagnosis costs
 
 | budget   | eval sample | training sample | each perturbation probe | attribution (fwd+bwd = 3) | each explaining pass | about |
 |----------|-------------|-----------------|-------------------------|---------------------------|----------------------|-------|
-| fast     | 256 rows    | 0.2 pass        | 0.03 pass               | 0.2 pass                  | 0.07 pass            | 2     |
+| fast     | 256 rows    | 0.2 pass        | 0.03 pass               | 0.1 pass                  | 0.07 pass            | 2     |
 | standard | 1,024 rows  | 1 pass          | 0.08 pass               | 0.6 pass                  | 0.15 pass            | 4     |
 | thorough | every row   | 4 passes        | 0.4 pass                | 3 passes                  | 0.4 pass             | 12    |
 
+Checks with a statistical minimum spend it whatever the budget (I304: 16 sequences, short).
 An explaining pass runs only when a check has found something to explain (O101: a logged eval
 that does not come back is re-scored in train mode and on other checkpoints).
 
@@ -49,7 +50,7 @@ class Budget:
 
 
 BUDGETS = {
-    "fast": Budget("fast", 256, 0.2, 0.03, 0.2, 4, 0.07, 2_000, 20_000, 200, 600.0),
+    "fast": Budget("fast", 256, 0.2, 0.03, 0.1, 4, 0.07, 2_000, 20_000, 200, 600.0),
     "standard": Budget("standard", 1_024, 1.0, 0.08, 0.6, 8, 0.15, 20_000, 100_000, 1_000, 1_800.0),
     "thorough": Budget("thorough", None, 4.0, 0.4, 3.0, 16, 0.4, None, 200_000, 5_000, 7_200.0),
 }
