@@ -16,13 +16,16 @@ from degrade.probing.components import find_components
 class ComponentCapture:
     name = "components"
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module, heads=None, mlps=None):
+        """All the model's heads and MLPs, or only the given ones."""
         self.components = find_components(module)
+        self.heads = self.components.heads if heads is None else heads
+        self.mlps = self.components.mlps if mlps is None else mlps
         self.stats: ComponentStats | None = None
 
     @contextmanager
     def attached(self, module: torch.nn.Module):
-        with capture_stats(module, self.components.heads, self.components.mlps) as stats:
+        with capture_stats(module, self.heads, self.mlps) as stats:
             self.stats = stats
             yield
 

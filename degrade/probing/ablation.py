@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from degrade.probing.batches import batches
 from degrade.probing.components import Component, is_conv1d
 
 _ZERO = "zero"
@@ -188,21 +187,13 @@ def capture_stats(model: nn.Module, heads: list[Component], mlps: list[Component
             h.remove()
 
 
-@torch.no_grad()
-def run_capture(handle, examples, indices: np.ndarray, heads: list[Component], mlps: list[Component],
-                batch_size: int = 64) -> ComponentStats:
-    """One pass over `indices` of `examples` through a ModelHandle, capturing ComponentStats."""
-    module = handle.module
-    was_training = module.training
-    module.eval()
-    try:
-        with capture_stats(module, heads, mlps) as stats:
-            for _, ids, mask, _ in batches(examples, indices, batch_size):
-                stats.mask = mask
-                handle.logits(ids, mask)
-    finally:
-        module.train(was_training)
-    return stats
+def run_capture(handle, examples, indices: np.ndarray, heads: list[Component], mlps: list[Component]) -> ComponentStats:
+    """One pass over `indices` of `examples` (the engine's forward loop), capturing ComponentStats."""
+    from degrade.engine.captures import ComponentCapture
+    from degrade.engine.forward import forward
+    capture = ComponentCapture(handle.module, heads, mlps)
+    forward(handle, examples, np.asarray(indices), captures=[capture])
+    return capture.stats
 
 
 def component_means(handle, examples, indices: np.ndarray, components: list[Component]):
