@@ -36,7 +36,10 @@ def train_plain(out_dir: Path, model: torch.nn.Module, train_rows: list[dict], e
                 *, params: dict, factory: str, max_steps: int = 600, lr: float = 3e-3,
                 batch_size: int = 64, weight_decay: float = 0.01, warmup_steps: int = 20,
                 eval_steps: int = 50, logging_steps: int = 10, save_steps: int | None = None,
-                seed: int = 0, train_data: Path | None = None, eval_data: Path | None = None) -> Path:
+                seed: int = 0, train_data: Path | None = None, eval_data: Path | None = None,
+                stop_at: int | None = None) -> Path:
+    """Train with a linear-decay schedule of `max_steps`; `stop_at` kills the run at that step
+    (a job stopped by a time limit: the schedule planned more)."""
     from degrade.record.recorder import Recorder
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -53,7 +56,8 @@ def train_plain(out_dir: Path, model: torch.nn.Module, train_rows: list[dict], e
             rec.record_data("eval", eval_rows, path=eval_data)
         model.train()
         running, n_running = 0.0, 0
-        for step in range(1, max_steps + 1):
+        last = min(stop_at or max_steps, max_steps)
+        for step in range(1, last + 1):
             idx = torch.randint(len(train_rows), (batch_size,), generator=gen).tolist()
             batch = collate([train_rows[i] for i in idx])
             logits = model(batch["input_ids"], batch["attention_mask"])[:, :-1]
@@ -70,9 +74,9 @@ def train_plain(out_dir: Path, model: torch.nn.Module, train_rows: list[dict], e
                 rec.log(step, loss=running / n_running, lr=sched.get_last_lr()[0],
                         grad_norm=float(grad_norm), epoch=step * batch_size / len(train_rows))
                 running, n_running = 0.0, 0
-            if step % eval_steps == 0 or step == max_steps:
+            if step % eval_steps == 0 or step == last:
                 ev_loss, ev_acc = evaluate(model, eval_rows)
                 rec.log_eval(step, loss=ev_loss, metrics={"accuracy": ev_acc})
-            if step % save_steps == 0 or step == max_steps:
+            if step % save_steps == 0 or step == last:
                 rec.save_checkpoint(model, step)
     return Path(out_dir)

@@ -1,12 +1,11 @@
-"""Weights in a run dir: found, validated from their headers (degrade/inputs/weights_header.py),
-and read safely. Never unpickles: safetensors first, else torch.load(weights_only=True).
+"""Weights in a run dir: found and validated from their headers (degrade/inputs/weights_header.py);
+read one tensor at a time by degrade/run/weights_file.py.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-from degrade.errors import InputError, one_line
+from degrade.errors import InputError
 from degrade.inputs.files import is_regular, regular_file
 from degrade.inputs.weights_header import declared_tensors, looks_like_pickle, shards
 
@@ -32,38 +31,6 @@ def _check_torch_file(path: Path) -> None:
         head = f.read(2)
     if not looks_like_pickle(head):
         raise InputError(path, "is neither a torch checkpoint nor safetensors")
-
-
-def load_state_dict(path: Path, root: Path | None = None) -> dict:
-    """A state dict from safetensors, or from a torch file read with weights_only=True."""
-    import torch
-
-    path = Path(path)
-    check_weights(path, root)
-    if path.name.endswith(".index.json"):
-        state: dict = {}
-        for shard in shards(path, root):
-            state.update(load_state_dict(shard, root))
-        return state
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            return load_file(str(path))
-        except Exception as e:  # noqa: BLE001 - any parse error is bad input
-            raise InputError(path, f"cannot be read as safetensors ({one_line(e, 200)})") from None
-    try:
-        with warnings.catch_warnings():  # torch's own advice (weights_only=False) is what we refuse
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001
-        raise InputError(path, "holds pickled objects beyond plain tensors; refusing to unpickle "
-                               "them (save a state dict or safetensors instead)") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                            for k, v in obj.items()):
-        raise InputError(path, f"holds a {type(obj).__name__} that is not a state dict of named tensors")
-    return obj
 
 
 def find_weights(folder: Path) -> Path | None:

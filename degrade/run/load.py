@@ -1,7 +1,7 @@
 """Model loading: AutoModelForCausalLM / AutoModelForSequenceClassification built from the
 checkpoint's config (no hub access), custom modeling code only with --trust-remote-code, and
-plain nn.Modules through --model-factory module:callable. Weights are read by files.load_state_dict
-(safetensors first, torch.load(weights_only=True) otherwise).
+plain nn.Modules through --model-factory module:callable. Weights are read one tensor at a time by
+weights_file.open_weights (safetensors first, torch.load(weights_only=True) otherwise).
 """
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from degrade.errors import InputError, one_line
 from degrade.inputs.files import is_regular
 from degrade.inputs.model_config import check_layers_fit, read_config
 from degrade.inputs.weights_header import TensorInfo, declared_tensors
-from degrade.run.files import find_weights, load_state_dict
+from degrade.run.files import find_weights
 from degrade.run.hf_auto import (auto_config, auto_tokenizer, model_from_config, refuse_remote_code,
                                  tokenizer_problem)
+from degrade.run.weights_file import open_weights
 
 from degrade.run.tasks import CAUSAL_LM, SEQ_CLS  # noqa: E402 - re-exported for the checks
 
@@ -44,7 +45,7 @@ class ModelHandle:
         few positions of long sequences never holds a whole batch's vocabulary-wide logits."""
         input_ids = input_ids.to(self.device)
         kwargs = {}
-        if positions is not None and self._keeps_logits():
+        if positions is not None and self.keeps_logits():
             kwargs["logits_to_keep"] = torch.as_tensor(positions, device=self.device)
         if attention_mask is not None and self.accepts_mask:
             out = self.module(input_ids=input_ids, attention_mask=attention_mask.to(self.device), **kwargs)
@@ -59,7 +60,7 @@ class ModelHandle:
             out = out[:, list(positions)]
         return out.float()
 
-    def _keeps_logits(self) -> bool:
+    def keeps_logits(self) -> bool:
         if "_keeps" not in self.__dict__:
             self.__dict__["_keeps"] = self.source == "hf" and "logits_to_keep" in _forward_params(self.module)
         return self.__dict__["_keeps"]
@@ -118,7 +119,7 @@ def load_model(folder: Path, *, factory: str | None = None, trust_remote_code: b
     shapes = declared_tensors(weights, root)
     state = None
     if shapes is None:  # torch files: the shapes are known once read (weights_only=True)
-        state = load_state_dict(weights, root)
+        state = open_weights(weights, root)
         shapes = {k: TensorInfo(str(v.dtype), tuple(v.shape)) for k, v in state.items()}
     if factory:
         check_layers_fit(run_config or {}, run_config_path or folder / "config.json", len(shapes), weights)
@@ -133,8 +134,7 @@ def load_model(folder: Path, *, factory: str | None = None, trust_remote_code: b
     module = build() if meta is None else None
     _check_shapes(module if meta is None else meta, shapes, weights)
     module = module if module is not None else build()
-    state = state if state is not None else load_state_dict(weights, root)
-    module.load_state_dict(state, strict=False)
+    _copy_in(module, state if state is not None else open_weights(weights, root))
     if source == "hf" and hasattr(module, "tie_weights"):
         module.tie_weights()
     device = resolve_device(device)
@@ -260,3 +260,10 @@ def load_tokenizer(folders: list[Path], trust_remote_code: bool = False,
         except Exception:  # noqa: BLE001 - try the next folder
             continue
     return None
+
+
+def _copy_in(module: torch.nn.Module, weights) -> None:
+    """Load tensor by tensor (each through load_state_dict, so modules' own load hooks still run):
+    the peak is the model plus its largest tensor, not the model plus a second full copy."""
+    for name in weights:
+        module.load_state_dict({name: weights[name]}, strict=False)

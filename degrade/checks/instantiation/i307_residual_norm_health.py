@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
+from degrade.engine.batching import sized_batches
 from degrade.layers import Layer
-from degrade.probing.batches import batches
 from degrade.probing.blocks import find_blocks, find_norms
 from degrade.stats import num
 
@@ -90,27 +90,34 @@ class ResidualNormHealth(Check):
             raise CheckSkipped("no transformer blocks (a ModuleList holding the attention layers) "
                                "and no norm modules found")
         idx = run.engine.probe_indices(data, cap=int(o["n_sequences"]))
+        # Reduced in the hooks, a batch at a time: keeping every norm's and block's input and
+        # output (74 tensors of 16 x 128 x 768 on GPT-2 small) would hold ~0.5 GB.
         captured: dict[str, list] = {}
-        hooks = []
+        current = {}
+        norm_params = {name: _norm_params(module.get_submodule(name)) for name in norms}
+        first_block = blocks[0] if blocks else None
 
         def keep(name, kind):
             def hook(mod, args, out):
-                x = args[0] if args else None
-                captured.setdefault(name, []).append((kind, _first_tensor(x), _first_tensor(out)))
+                x, y, m = _first_tensor(args[0] if args else None), _first_tensor(out), current["mask"]
+                if kind == "norm":
+                    captured.setdefault(name, []).append(_norm_deviation(norm_params[name], x, y, m))
+                else:
+                    captured.setdefault(name, []).append(_block_stats(x, y, m, name == first_block))
             return hook
 
-        for name in norms:
-            hooks.append(module.get_submodule(name).register_forward_hook(keep(name, "norm")))
-        for name in blocks:
-            hooks.append(module.get_submodule(name).register_forward_hook(keep(name, "block")))
+        hooks = [module.get_submodule(n).register_forward_hook(keep(n, "norm")) for n in norms]
+        hooks += [module.get_submodule(n).register_forward_hook(keep(n, "block")) for n in blocks]
         was_training = module.training
         module.eval()
-        masks = []
+        n_batches = 0
         try:
-            for _, ids, mask, _ in batches(data, idx, pad_id=0):
-                ids, mask = ids[:, :256], mask[:, :256]
-                model.logits(ids, mask)
-                masks.append(mask.bool())
+            # an HF model computes one position's logits (logits_to_keep); others all of them
+            width = 1 if model.keeps_logits() else (model.out_size or 2 ** 16)
+            for _, ids, mask, _ in sized_batches(data, idx, out_size=width, max_length=256):
+                current["mask"] = mask.bool()
+                model.logits(ids, mask, positions=[0])  # the hooks read what runs before the head
+                n_batches += 1
         finally:
             for h in hooks:
                 h.remove()
@@ -118,7 +125,7 @@ class ResidualNormHealth(Check):
 
         ev: dict[str, Any] = {"sequences": int(len(idx)), "blocks": len(blocks), "norms": len(norms)}
         findings = []
-        bad_norms = self._norm_health(module, norms, captured, masks, ev)
+        bad_norms = self._norm_health(norms, norm_params, captured, n_batches, ev)
         if bad_norms:
             worst = max(bad_norms, key=lambda r: r["tokens_off"])
             names = ", ".join(r["module"] for r in bad_norms[:4]) + (" ..." if len(bad_norms) > 4 else "")
@@ -135,38 +142,23 @@ class ResidualNormHealth(Check):
                 next_experiment="Feed random vectors of different scales through one norm module and "
                                 "print the output std per vector: it should be 1 for every scale."))
         if blocks:
-            findings += self._depth(blocks, captured, masks, ev)
+            findings += self._depth(blocks, captured, n_batches, ev)
         return findings
 
     # ---- norms -------------------------------------------------------------------------------
-    def _norm_health(self, module, norms, captured, masks, ev) -> list[dict[str, Any]]:
+    def _norm_health(self, norms, norm_params, captured, n_batches, ev) -> list[dict[str, Any]]:
         o = self.opts
         rows, bad = [], []
         for name in norms:
             calls = captured.get(name) or []
-            mod = module.get_submodule(name)
-            w = mod.weight.detach().float()
-            b = getattr(mod, "bias", None)
-            b = b.detach().float() if isinstance(b, torch.Tensor) else None
-            eps = float(getattr(mod, "eps", getattr(mod, "variance_epsilon", 1e-5)) or 1e-5)
-            usable = w.abs() > 1e-3 * float(w.abs().max() or 1.0)
-            if not calls or float(usable.float().mean()) < 0.95 or len(calls) != len(masks):
+            usable = norm_params[name][3]
+            if not calls or float(usable.float().mean()) < 0.95 or len(calls) != n_batches:
                 continue
             devs = []
-            for (_, x, y), m in zip(calls, masks):
-                if x is None or y is None or y.shape[-1] != w.numel() or y.shape[:2] != m.shape:
+            for dev in calls:
+                if dev is None:
                     break
-                x, y = x.float()[m], y.float()[m]  # [tokens, d]
-                z = (y - (b if b is not None else 0)) / torch.where(usable, w, torch.ones_like(w))
-                z = z[:, usable]
-                ok = x.var(-1, unbiased=False) > 100 * eps
-                std = z.std(-1, unbiased=False)
-                dev = (std - 1).abs()
-                if b is None:  # RMSNorm: either reading is normalised
-                    dev = torch.minimum(dev, (z.pow(2).mean(-1).sqrt() - 1).abs())
-                else:  # LayerNorm: centred as well
-                    dev = torch.maximum(dev, z.mean(-1).abs())
-                devs.append(dev[ok])
+                devs.append(dev)
             if not devs:
                 continue
             d = torch.cat(devs)
@@ -184,24 +176,18 @@ class ResidualNormHealth(Check):
         return bad
 
     # ---- depth -------------------------------------------------------------------------------
-    def _depth(self, blocks, captured, masks, ev) -> list:
+    def _depth(self, blocks, captured, n_batches, ev) -> list:
         o = self.opts
         norms_by_block, spreads = [], []
-        first_in = None
-        for bi, name in enumerate(blocks):
+        first_in = []
+        for name in blocks:
             calls = captured.get(name) or []
-            if len(calls) != len(masks):
+            if len(calls) != n_batches or any(c is None for c in calls):
                 return []
-            tok_norms, spread = [], []
-            for (_, x, y), m in zip(calls, masks):
-                if y is None or y.ndim != 3 or y.shape[:2] != m.shape:
-                    return []
-                if bi == 0 and x is not None and x.ndim == 3:
-                    first_in = (first_in or []) + [self._spread(x.float(), m)]
-                tok_norms.append(y.float()[m].norm(dim=-1))
-                spread.append(self._spread(y.float(), m))
-            norms_by_block.append(float(torch.cat(tok_norms).mean()))
-            spreads.append(float(np.median(np.concatenate(spread))) if spread else float("nan"))
+            first_in += [c[2] for c in calls if c[2] is not None]
+            norms_by_block.append(float(torch.cat([c[0] for c in calls]).mean()))
+            spread = np.concatenate([c[1] for c in calls])
+            spreads.append(float(np.median(spread)) if spread.size else float("nan"))
         ratios = [b / a if a > 0 else float("inf") for a, b in zip(norms_by_block, norms_by_block[1:])]
         ev.update({"block_output_norms": [num(v) for v in norms_by_block],
                    "block_norm_ratios": [num(r, 3) for r in ratios],
@@ -237,11 +223,46 @@ class ResidualNormHealth(Check):
                                 "the fix; it should stay well above 0."))
         return out
 
-    @staticmethod
-    def _spread(x: torch.Tensor, m: torch.Tensor) -> np.ndarray:
-        out = []
-        for row, keep in zip(x, m):
-            t = row[keep]
-            if t.shape[0] >= 4:
-                out.append(float((t - t.mean(0)).norm() / max(float(t.norm()), 1e-12)))
-        return np.asarray(out, dtype=float)
+
+def _norm_params(mod) -> tuple:
+    """(weight, bias or None, eps, usable features) of a norm module, in float32."""
+    w = mod.weight.detach().float()
+    b = getattr(mod, "bias", None)
+    b = b.detach().float() if isinstance(b, torch.Tensor) else None
+    eps = float(getattr(mod, "eps", getattr(mod, "variance_epsilon", 1e-5)) or 1e-5)
+    return w, b, eps, w.abs() > 1e-3 * float(w.abs().max() or 1.0)
+
+
+def _norm_deviation(params, x, y, m) -> torch.Tensor | None:
+    """Per real token with enough input variance: how far the norm's output, with its affine map
+    undone, is from unit std (or RMS) and zero mean. None when the shapes do not fit."""
+    w, b, eps, usable = params
+    if x is None or y is None or y.shape[-1] != w.numel() or y.shape[:2] != m.shape:
+        return None
+    x, y = x.float()[m], y.float()[m]  # [tokens, d]
+    z = (y - (b if b is not None else 0)) / torch.where(usable, w, torch.ones_like(w))
+    z = z[:, usable]
+    ok = x.var(-1, unbiased=False) > 100 * eps
+    dev = (z.std(-1, unbiased=False) - 1).abs()
+    if b is None:  # RMSNorm: either reading is normalised
+        dev = torch.minimum(dev, (z.pow(2).mean(-1).sqrt() - 1).abs())
+    else:  # LayerNorm: centred as well
+        dev = torch.maximum(dev, z.mean(-1).abs())
+    return dev[ok]
+
+
+def _block_stats(x, y, m, first: bool) -> tuple | None:
+    """(token norms, per-sequence spreads after the block, spreads of its input when `first`)."""
+    if y is None or y.ndim != 3 or y.shape[:2] != m.shape:
+        return None
+    spread_in = _spread(x.float(), m) if first and x is not None and x.ndim == 3 else None
+    return y.float()[m].norm(dim=-1), _spread(y.float(), m), spread_in
+
+
+def _spread(x: torch.Tensor, m: torch.Tensor) -> np.ndarray:
+    out = []
+    for row, keep in zip(x, m):
+        t = row[keep]
+        if t.shape[0] >= 4:
+            out.append(float((t - t.mean(0)).norm() / max(float(t.norm()), 1e-12)))
+    return np.asarray(out, dtype=float)

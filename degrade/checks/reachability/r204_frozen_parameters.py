@@ -78,7 +78,7 @@ class FrozenParameters(Check):
                 ref = None
             else:
                 change = W.relative_change(ref_w, last)
-                names = W.trainable_names({k: last[k] for k in change})
+                names = [n for n in W.trainable_names(last) if n in change]
                 total = sum(change[n]["numel"] for n in names)
                 for n in names:
                     if change[n]["delta"] == 0.0:
@@ -107,8 +107,8 @@ class FrozenParameters(Check):
                 # ratios of 0 but no weights to confirm against: count them, from step 1 on
                 for n in ratio_frozen:
                     if n in last:
-                        frozen[n] = int(last[n].numel())
-                total = total or sum(int(v.numel()) for v in last.values() if v.is_floating_point())
+                        frozen[n] = last.info(n).numel
+                total = total or sum(last.info(n).numel for n in last if last.is_float(n))
                 at_init = True
         if not sources:
             raise CheckSkipped("no initial weights, digest, per-layer statistics or two checkpoints "
@@ -151,7 +151,7 @@ class FrozenParameters(Check):
                              next_experiment=nxt)]
 
     @staticmethod
-    def _digest_same(digest: dict[str, dict], last: dict[str, torch.Tensor]) -> dict[str, int]:
+    def _digest_same(digest: dict[str, dict], last: W.Weights) -> dict[str, int]:
         from degrade.record.layer_stats import tensor_digest
         same = {}
         for name, d in digest.items():

@@ -167,7 +167,7 @@ class LearningRate(Check):
             dsteps = max(b.step - a.step, 1)
             ch = W.relative_change(prev, cur)
             vals = [c["ratio"] / dsteps for n, c in ch.items()
-                    if _matrix_name(n) and prev[n].dim() >= 2 and c["delta"] > 0]
+                    if _matrix_name(n) and c["dim"] >= 2 and c["delta"] > 0]
             if vals:
                 pairs.append({"from": a.step, "to": b.step, "ratio_per_step": float(np.median(vals))})
             prev = cur

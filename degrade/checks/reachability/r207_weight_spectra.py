@@ -83,7 +83,7 @@ class WeightSpectra(Check):
         ckpt = run.model_checkpoint
         state = W.load(ckpt)
         fitted, skipped = {}, []
-        candidates = [n for n, t in state.items() if t.dim() == 2 and t.is_floating_point()
+        candidates = [n for n in state if len(state.info(n).shape) == 2 and state.is_float(n)
                       and not any(s in n.lower() for s in _SKIP)]
         if len(candidates) > o["max_matrices"]:  # an SVD each: cap the cost on large models
             keep = set(candidates[:: -(-len(candidates) // o["max_matrices"])])

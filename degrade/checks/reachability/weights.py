@@ -8,8 +8,8 @@
   read ONLY with torch.load(weights_only=True) (None when that fails: never unpickle);
 - `relative_change`: ||W_b - W_a|| / ||W_a|| per shared floating-point tensor.
 
-Checkpoint weights are read through degrade.run.files.load_state_dict (safetensors first, torch
-files only with weights_only=True).
+Checkpoint weights are `Weights` mappings (degrade/run/weights_file.py): each tensor is read when
+asked for and dropped after, so two checkpoints are compared in the memory of their largest tensor.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from degrade.errors import InputError
 from degrade.inputs.native import initial_digest as read_initial_digest
-from degrade.run.files import load_state_dict
+from degrade.run.weights_file import Weights, open_weights
 
 if TYPE_CHECKING:
     import torch
@@ -34,17 +34,17 @@ def with_weights(run: "Run") -> list["Checkpoint"]:
     return [c for c in run.checkpoints if c.weights is not None]
 
 
-def load(checkpoint: "Checkpoint") -> dict[str, torch.Tensor]:
+def load(checkpoint: "Checkpoint") -> Weights:
     assert checkpoint.weights is not None
-    return load_state_dict(checkpoint.weights)
+    return open_weights(checkpoint.weights)
 
 
-def initial_snapshot(run: "Run") -> dict[str, torch.Tensor] | None:
+def initial_snapshot(run: "Run") -> Weights | None:
     """The Recorder's initial weights (step 0 of the run), when it kept them."""
     if run.native_dir is None or not (run.native_dir / INITIAL_WEIGHTS).is_file():
         return None
     try:
-        return load_state_dict(run.native_dir / INITIAL_WEIGHTS)
+        return open_weights(run.native_dir / INITIAL_WEIGHTS)
     except InputError:
         return None
 
@@ -55,7 +55,7 @@ def initial_digest(run: "Run") -> dict[str, dict[str, Any]] | None:
     return read_initial_digest(run.native_dir / INITIAL_DIGEST, run.path)
 
 
-def reference_weights(run: "Run") -> tuple[dict[str, torch.Tensor], int, str] | None:
+def reference_weights(run: "Run") -> tuple[Weights, int, str] | None:
     """(weights, step, source) of the earliest weights kept: initial snapshot, else the first
     checkpoint when there are at least two."""
     snap = initial_snapshot(run)
@@ -67,21 +67,32 @@ def reference_weights(run: "Run") -> tuple[dict[str, torch.Tensor], int, str] | 
     return None
 
 
-def relative_change(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """Per shared float tensor: ||b - a|| (delta), ||a|| (norm) and their ratio; exact equality
-    is reported as delta 0 (a frozen parameter is bit-identical)."""
-    import torch
+def relative_change(a: Weights, b: Weights) -> dict[str, dict[str, float]]:
+    """Per shared float tensor: ||b - a|| (delta), ||a|| (norm), their ratio and the tensor's rank;
+    exact equality is reported as delta 0 (a frozen parameter is bit-identical)."""
     out = {}
-    for name, ta in a.items():
-        tb = b.get(name)
-        if tb is None or tb.shape != ta.shape or not ta.is_floating_point() or ta.numel() == 0:
+    for name in a:
+        if name not in b or not a.is_float(name) or a.info(name).shape != b.info(name).shape \
+                or a.info(name).numel == 0:
             continue
-        ta64, tb64 = ta.double(), tb.double()
-        delta = float(torch.linalg.vector_norm(tb64 - ta64))
-        norm = float(torch.linalg.vector_norm(ta64))
+        delta, norm = _norms(a[name], b[name])
         out[name] = {"delta": delta, "norm": norm, "ratio": delta / norm if norm > 0 else
-                     (0.0 if delta == 0 else float("inf")), "numel": int(ta.numel())}
+                     (0.0 if delta == 0 else float("inf")), "numel": a.info(name).numel,
+                     "dim": len(a.info(name).shape)}
     return out
+
+
+def _norms(ta: torch.Tensor, tb: torch.Tensor, chunk: int = 1 << 22) -> tuple[float, float]:
+    """(||tb - ta||, ||ta||) in float64, a chunk of elements at a time (a float64 copy of a
+    50,257 x 768 embedding alone is 309 MB)."""
+    import torch
+    fa, fb = ta.reshape(-1), tb.reshape(-1)
+    d2 = n2 = 0.0
+    for i in range(0, fa.numel(), chunk):
+        xa, xb = fa[i:i + chunk].double(), fb[i:i + chunk].double()
+        d2 += float(torch.sum((xb - xa) ** 2))
+        n2 += float(torch.sum(xa ** 2))
+    return d2 ** 0.5, n2 ** 0.5
 
 
 def optimizer_tensor_count(checkpoint_dir: Path) -> int | None:
@@ -110,7 +121,7 @@ def optimizer_tensor_count(checkpoint_dir: Path) -> int | None:
     return len(ids)
 
 
-def trainable_names(state: dict[str, torch.Tensor]) -> list[str]:
+def trainable_names(state: Weights) -> list[str]:
     """State-dict keys that can be parameters: floating point, not buffers with known names."""
     skip = ("position_ids", "token_type_ids", "attn.bias", "attn.masked_bias", "num_batches_tracked")
-    return [k for k, v in state.items() if v.is_floating_point() and not k.endswith(skip)]
+    return [k for k in state if state.is_float(k) and not k.endswith(skip)]

@@ -1,0 +1,64 @@
+"""DegradeBench v2 model classes, each built from a config (no download) at a drawn width.
+
+| class | kind | writer | notes |
+|---|---|---|---|
+| gpt2 | lm | HF Trainer | learned absolute positions |
+| llama | lm | HF Trainer | RoPE, RMSNorm, SwiGLU, grouped-query attention |
+| tinygpt | lm | plain loop + Recorder | a plain nn.Module, loaded through --model-factory |
+| bert | cls | HF Trainer | post-LN encoder |
+| distilbert | cls | HF Trainer | no token types, sinusoidal-free learned positions |
+"""
+from __future__ import annotations
+
+from degrade.bench.v2.tasks import CLS, LM
+
+MODELS = {"gpt2": LM, "llama": LM, "tinygpt": LM, "bert": CLS, "distilbert": CLS}
+MAX_POSITIONS = 64
+
+
+def build_model(cls: str, vocab: int, *, width: int, layers: int, seed: int, dropout: float = 0.0):
+    """An HF model of class `cls` (tinygpt: its config dict, built by the plain loop)."""
+    import torch
+    torch.manual_seed(seed)
+    heads = 4
+    if cls == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+        return GPT2LMHeadModel(GPT2Config(
+            vocab_size=vocab, n_positions=MAX_POSITIONS, n_embd=width, n_layer=layers, n_head=heads,
+            resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+            bos_token_id=0, eos_token_id=0, pad_token_id=0))
+    if cls == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+        return LlamaForCausalLM(LlamaConfig(
+            vocab_size=vocab, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+            num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS,
+            attention_dropout=dropout, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+            tie_word_embeddings=True))
+    if cls == "bert":
+        from transformers import BertConfig, BertForSequenceClassification
+        return BertForSequenceClassification(BertConfig(
+            vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
+            intermediate_size=4 * width, max_position_embeddings=MAX_POSITIONS, num_labels=2,
+            hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, pad_token_id=0))
+    if cls == "distilbert":
+        from transformers import DistilBertConfig, DistilBertForSequenceClassification
+        return DistilBertForSequenceClassification(DistilBertConfig(
+            vocab_size=vocab, dim=width, n_layers=layers, n_heads=heads, hidden_dim=4 * width,
+            max_position_embeddings=MAX_POSITIONS, num_labels=2, dropout=dropout,
+            attention_dropout=dropout, seq_classif_dropout=dropout, pad_token_id=0))
+    if cls == "tinygpt":
+        return {"vocab": vocab, "d_model": width, "n_layer": layers, "n_head": heads, "max_len": MAX_POSITIONS}
+    raise ValueError(f"unknown model class {cls!r}")
+
+
+def encoder_of(model):
+    """The parameters a 'frozen encoder' fault freezes: every transformer block."""
+    for attr in ("bert", "distilbert", "transformer", "model"):
+        base = getattr(model, attr, None)
+        if base is None:
+            continue
+        for name in ("encoder", "layer", "transformer", "h", "layers"):
+            part = getattr(base, name, None)
+            if part is not None:
+                return part
+    raise ValueError(f"no encoder found in {type(model).__name__}")
