@@ -100,7 +100,7 @@ def test_cli_json_has_the_scorecard_keys(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run_case", lambda case, cache, budget="standard": _outcome(
         case.name, case.layer, outcomes[case.name][0], case.codes, outcomes[case.name][1], 2.0))
     out = tmp_path / "card.json"
-    code = main(["bench", "--cases", "healthy-copy-gpt2,healthy-modadd-p23", "--format", "json",
+    code = main(["bench", "--suite", "v1", "--cases", "healthy-copy-gpt2,healthy-modadd-p23", "--format", "json",
                  "--output", str(out), "--cache", str(tmp_path), "--workers", "1"])
     assert code == 0
     card = json.loads(out.read_text())

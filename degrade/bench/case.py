@@ -28,10 +28,16 @@ class Built:
 @dataclass(frozen=True)
 class Case:
     name: str
-    family: str  # copy | modadd | order
+    family: str  # task family (copy | modadd | order | ... )
     layer: str  # expected verdict: none | observation | reachability | instantiation | perception
     codes: tuple[str, ...]  # finding codes that name the fault (empty for healthy runs)
     why: str  # one sentence: why this layer is the right answer
     build: Callable[[Path], Built] = field(compare=False)
     writer: str = "hf-trainer"  # hf-trainer | recorder
-    quick: bool = False  # part of the --quick subset
+    quick: bool = False  # part of the --quick subset (v1; v2 draws a stratified one)
+    # DegradeBench v2 (degrade/bench/v2): the generator's coordinates of the case
+    model: str = ""  # model class
+    fault: str = ""  # fault name (healthy, unfinished, ...)
+    split: str = ""  # dev | calibration | test
+    twin: str | None = None  # the healthy twin's case name
+    proof: str = ""  # how the fault proves itself (v2/proof.py)

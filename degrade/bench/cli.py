@@ -1,7 +1,11 @@
 """`degrade bench`: build (cached) and diagnose the DegradeBench cases, print and write the scorecard.
 
-    degrade bench [--quick] [--cases PATTERN] [--format table|json] [--output FILE]
-                  [--cache DIR] [--workers N] [--weightwatcher]
+    degrade bench [--suite v2|v1] [--split dev|calibration|test|all] [--bench-seed N] [--quick]
+                  [--cases PATTERN] [--format table|json] [--output FILE] [--cache DIR]
+                  [--workers N] [--weightwatcher]
+
+v2 (the default) is the generated suite with locked splits (degrade/bench/v2); v1 the 41
+hand-built cases the checks were developed on.
 
 A rich progress bar on a terminal only (never in JSON mode or when CI is set); a table for
 people (one row per case, then the scorecard); JSON for machines (Scorecard.to_dict(), plus the
@@ -23,7 +27,14 @@ from degrade.bench.case import Case
 
 def add_parser(sub) -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run DegradeBench: real small runs with known faults, and the scorecard")
-    b.add_argument("--quick", action="store_true", help="only the quick subset (a few cases per layer)")
+    b.add_argument("--suite", choices=("v2", "v1"), default="v2",
+                   help="v2: generated cases with locked splits (default); v1: the 41 hand-built cases")
+    b.add_argument("--split", choices=("dev", "calibration", "test", "all"), default="all",
+                   help="v2 only: the split to run (default: all)")
+    b.add_argument("--bench-seed", type=int, default=None,
+                   help="v2 only: deal a fresh set of cases and splits from this seed (default: the committed one)")
+    b.add_argument("--quick", action="store_true",
+                   help="only a quick subset (v1: a few cases per layer; v2: 30 stratified cases of the split)")
     b.add_argument("--cases", help="cases to run: names, glob patterns or substrings, comma-separated")
     b.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     b.add_argument("--output", "-o", help="write the scorecard here instead of stdout")
@@ -37,9 +48,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return b
 
 
-def select_cases(quick: bool = False, pattern: str | None = None) -> list[Case]:
-    from degrade.bench.cases import all_cases
-    cases = [c for c in all_cases() if c.quick or not quick]
+def select_cases(quick: bool = False, pattern: str | None = None, suite: str = "v1",
+                 split: str = "all", bench_seed: int | None = None) -> list[Case]:
+    from degrade.bench.suites import suite_cases
+    cases = suite_cases(suite, bench_seed)
+    if suite == "v2":
+        from degrade.bench.v2.generate import quick as stratified
+        cases = [c for c in cases if split in ("all", c.split)]
+        cases = stratified(cases) if quick else cases
+    else:
+        cases = [c for c in cases if c.quick or not quick]
     if pattern:
         pats = [p.strip() for p in pattern.split(",") if p.strip()]
         names = {c.name for c in cases}
@@ -50,30 +68,50 @@ def select_cases(quick: bool = False, pattern: str | None = None) -> list[Case]:
 
 
 def main(args) -> int:
-    cases = select_cases(args.quick, args.cases)
+    cases = select_cases(args.quick, args.cases, args.suite, args.split, args.bench_seed)
     if not cases:
         print("degrade: error: no bench case matches", file=sys.stderr)
         return 2
     if args.list:
         for c in cases:
-            cols = [c.name, c.layer, ",".join(c.codes) or "-", c.family, c.writer]
+            cols = [c.name, c.layer, ",".join(c.codes) or "-", c.family, c.writer] + \
+                ([c.model, c.fault, c.split] if c.split else [])
             print("\t".join(cols + (["quick"] if c.quick else [])))
         return 0
-    from degrade.bench.runner import build_case, run_bench
+    from degrade.bench.runner import build_case, run_cases
+    from degrade.bench.scorecard import score
     cache = Path(args.cache)
     start = time.perf_counter()
     with _Progress(args.format == "table", len(cases)) as on_case:
-        card = run_bench(cases, cache, budget=args.budget, on_case=on_case, workers=max(1, args.workers))
-    result = {**card.to_dict(), "wall_seconds": round(time.perf_counter() - start, 1),
-              "workers": args.workers}
+        outcomes = run_cases(cases, cache, budget=args.budget, on_case=on_case, workers=max(1, args.workers),
+                             suite=args.suite, bench_seed=args.bench_seed)
+    wall = {"wall_seconds": round(time.perf_counter() - start, 1), "workers": args.workers}
+    if args.suite == "v2":
+        from degrade.bench.v2.generate import BENCH_SEED
+        from degrade.bench.v2.report import markdown, table
+        from degrade.bench.v2.scorecard import score_v2
+        result = {**score_v2(cases, outcomes, cache), **wall, "suite": "v2", "split": args.split,
+                  "bench_seed": BENCH_SEED if args.bench_seed is None else args.bench_seed}
+        if args.weightwatcher:
+            from degrade.bench.weightwatcher import side_by_side
+            kept = {c["name"] for c in result["cases"] if c["kept"]}
+            result["weightwatcher"] = side_by_side([c for c in cases if c.name in kept],
+                                                   lambda c: build_case(c, cache))
+        text = {"json": lambda r: json.dumps(r, indent=2) + "\n", "table": table, "markdown": markdown}[args.format](result)
+        return _write(text, args.output)
+    result = {**score(outcomes).to_dict(), **wall}
     if args.weightwatcher:
         from degrade.bench.weightwatcher import side_by_side
         result["weightwatcher"] = side_by_side(cases, lambda c: build_case(c, cache))
     text = {"json": lambda r: json.dumps(r, indent=2) + "\n", "table": _table,
             "markdown": _markdown}[args.format](result)
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"degrade: wrote {args.output}", file=sys.stderr)
+    return _write(text, args.output)
+
+
+def _write(text: str, output: str | None) -> int:
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        print(f"degrade: wrote {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0

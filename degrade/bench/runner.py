@@ -128,21 +128,34 @@ def run_case(case: Case, cache: Path, budget: str = "standard") -> CaseOutcome:
     except Exception as e:  # noqa: BLE001 - a crash on one case is a miss, not the end of the bench
         return _error(case, time.perf_counter() - start, f"{type(e).__name__}: {e}", build_seconds)
     codes = sorted({f.code for f in d.findings if f.severity.value in ("error", "warning")})
+    errors = sorted({f.code for f in d.findings if f.severity.value == "error"})
     return CaseOutcome(case.name, case.family, case.layer, list(case.codes), d.verdict["layer"], codes,
                        time.perf_counter() - start, case.why, headline=d.verdict["headline"],
-                       build_seconds=round(build_seconds, 2))
+                       build_seconds=round(build_seconds, 2), error_codes=errors,
+                       confidence=d.verdict.get("confidence"), **_coordinates(case))
+
+
+def _coordinates(case: Case) -> dict:
+    return {"model": case.model, "fault": case.fault, "split": case.split}
 
 
 def _error(case: Case, seconds: float, message: str, build_seconds: float) -> CaseOutcome:
     return CaseOutcome(case.name, case.family, case.layer, list(case.codes), "error", [], seconds,
-                       case.why, error=message, build_seconds=round(build_seconds, 2))
+                       case.why, error=message, build_seconds=round(build_seconds, 2), **_coordinates(case))
 
 
 def run_bench(cases: Iterable[Case], cache: Path = DEFAULT_CACHE, budget: str = "standard",
               on_case: Callable[[Case, CaseOutcome], None] | None = None,
-              workers: int = 1) -> Scorecard:
+              workers: int = 1, suite: str = "v1", bench_seed: int | None = None) -> Scorecard:
     """Build and diagnose every case (longest build first) in `workers` processes; score them.
     Outcomes keep the order of `cases`; on_case is called as each one finishes."""
+    return score(run_cases(cases, cache, budget, on_case, workers, suite, bench_seed))
+
+
+def run_cases(cases: Iterable[Case], cache: Path = DEFAULT_CACHE, budget: str = "standard",
+              on_case: Callable[[Case, CaseOutcome], None] | None = None,
+              workers: int = 1, suite: str = "v1", bench_seed: int | None = None) -> list[CaseOutcome]:
+    """The outcomes of run_bench, unscored, in the order of `cases`."""
     cases = list(cases)
     cache = Path(cache)
     order = sorted(cases, key=lambda c: -_expected_cost(c, cache))
@@ -154,27 +167,28 @@ def run_bench(cases: Iterable[Case], cache: Path = DEFAULT_CACHE, budget: str = 
             on_case(case, outcome)
 
     if workers > 1 and len(order) > 1:
-        _run_parallel(order, cache, budget, workers, done)
+        _run_parallel(order, cache, budget, workers, done, suite, bench_seed)
     else:
         for case in order:
             done(case, run_case(case, cache, budget))
-    return score([outcomes[c.name] for c in cases])
+    return [outcomes[c.name] for c in cases]
 
 
 def _run_parallel(order: list[Case], cache: Path, budget: str, workers: int,
-                  done: Callable[[Case, CaseOutcome], None]) -> None:
-    """Cases from the cases/ modules travel by name (a spawned worker imports them again);
-    others (built in a test, say) run here, after the pool."""
+                  done: Callable[[Case, CaseOutcome], None], suite: str, bench_seed: int | None) -> None:
+    """Cases of a suite travel by name (a spawned worker generates the suite again); others
+    (built in a test, say) run here, after the pool."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    from degrade.bench.cases import all_cases
-    known = {c.name: c for c in all_cases()}
+
+    from degrade.bench.suites import suite_cases
+    known = {c.name: c for c in suite_cases(suite, bench_seed)}
     remote = [c for c in order if known.get(c.name) == c]
     local = [c for c in order if known.get(c.name) != c]
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     with ProcessPoolExecutor(max_workers=min(workers, max(len(remote), 1)), mp_context=ctx,
                              initializer=_one_thread) as pool:
-        futures = {pool.submit(_run_named, c.name, str(cache), budget): c for c in remote}
+        futures = {pool.submit(_run_named, c.name, str(cache), budget, suite, bench_seed): c for c in remote}
         for future in as_completed(futures):
             case = futures[future]
             try:
@@ -191,9 +205,9 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _run_named(name: str, cache: str, budget: str) -> CaseOutcome:
-    from degrade.bench.cases import all_cases
-    case = next(c for c in all_cases() if c.name == name)
+def _run_named(name: str, cache: str, budget: str, suite: str, bench_seed: int | None) -> CaseOutcome:
+    from degrade.bench.suites import suite_cases
+    case = next(c for c in suite_cases(suite, bench_seed) if c.name == name)
     return run_case(case, Path(cache), budget)
 
 

@@ -30,6 +30,11 @@ class CaseOutcome:
     headline: str = ""
     error: str = ""  # degrade itself failed on this case
     build_seconds: float = 0.0  # training time when built in this bench run, 0.0 when cached
+    error_codes: list[str] = field(default_factory=list)  # codes of error findings only
+    confidence: float | None = None  # the verdict's confidence
+    model: str = ""  # v2 coordinates (degrade/bench/v2)
+    fault: str = ""
+    split: str = ""
 
     @property
     def layer_hit(self) -> bool:

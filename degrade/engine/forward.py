@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from degrade.engine.batching import sized_batches
+from degrade.engine.batching import model_shape, sized_batches
 
 
 class Capture(Protocol):
@@ -77,4 +77,5 @@ def _batches(handle, examples, indices: np.ndarray, max_length: int | None):
         indices = np.asarray([int(i) for i in indices if int(i) != first])
         if not len(indices):
             return
-    yield from sized_batches(examples, indices, handle.out_size or 2 ** 16, max_length)
+    yield from sized_batches(examples, indices, handle.out_size or 2 ** 16, max_length,
+                             shape=model_shape(handle.module))

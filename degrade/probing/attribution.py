@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from degrade.engine.batching import sized_batches
+from degrade.engine.batching import model_shape, sized_batches
 from degrade.inputs.data_rows import IGNORE_INDEX
 from degrade.probing.components import Component
 from degrade.run.tasks import CAUSAL_LM
@@ -83,7 +83,7 @@ def attribute(handle, examples, indices: np.ndarray, components: list[Component]
     try:
         # Without an input embedding to start the graph at, the parameters keep their gradients.
         with (_no_param_grads(module) if emb is not None else _as_is()), torch.enable_grad():
-            for idx, ids, mask, labels in _grad_batches(examples, indices, out_size):
+            for idx, ids, mask, labels in _grad_batches(examples, indices, out_size, model_shape(module)):
                 rows = np.asarray([where[int(e)] for e in idx])
                 saved: list[tuple[list[Component], torch.Tensor]] = []
                 hooks = _capture_hooks(module, by_module, saved, emb)
@@ -121,9 +121,10 @@ def _as_is():
     yield
 
 
-def _grad_batches(examples, indices, out_size):
-    # the same memory-bounded batches as a forward, with a quarter of the rows
-    return sized_batches(examples, indices, out_size * GRAD_ROWS_DIVISOR)
+def _grad_batches(examples, indices, out_size, shape):
+    # the same memory-bounded batches as a forward, with a quarter of the rows, and the
+    # activations of every layer kept for the backward
+    return sized_batches(examples, indices, out_size * GRAD_ROWS_DIVISOR, shape=shape, backward=True)
 
 
 def _targets(examples, i: int, task: str) -> int:

@@ -59,7 +59,7 @@ def _log_uniform(rng, lo, hi) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-HF = ("gpt2", "llama", "bert", "distilbert")
+HF = ("gpt2", "llama", "bert", "distilbert", "minilm")
 FAULTS = {f.name: f for f in [
     Fault("healthy", "none", (), "converged", (LM, CLS), None, lambda rng, r: {}),
     Fault("unfinished", "none", (), "immaterial", (LM, CLS), HF,
@@ -79,7 +79,7 @@ FAULTS = {f.name: f for f in [
     Fault("eval-overlap", "observation", ("O103",), "logged", (LM, CLS), HF,
           lambda rng, r: {"eval_overlap": float(rng.uniform(0.3, 0.8)),
                           "train_fraction": float(rng.uniform(0.02, 0.08))}),
-    Fault("eval-train-mode", "observation", ("O101",), "logged", (LM, CLS), ("gpt2", "bert", "distilbert"),
+    Fault("eval-train-mode", "observation", ("O101",), "logged", (LM, CLS), ("gpt2", "bert", "distilbert", "minilm"),
           lambda rng, r: {"dropout": float(rng.uniform(0.1, 0.3)), "eval_train_mode": True}),
     Fault("eval-label-noise", "observation", ("O104",), "logged", (CLS,), HF,
           lambda rng, r: {"eval_noise": float(rng.uniform(0.15, 0.5))}),

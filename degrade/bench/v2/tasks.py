@@ -16,6 +16,7 @@ trains on short instances and evaluates on long ones.
 | order | cls | is marker 1 before marker 2? (order-sensitive) |
 | dyck | cls | is a bracket string over two bracket types balanced? |
 | lexical | cls | a "review" of filler words: positive when it holds more positive than negative words |
+| review | cls | the lexical rule in English words, tokenised by the real all-MiniLM-L6-v2 tokenizer |
 """
 from __future__ import annotations
 
@@ -130,6 +131,30 @@ def lexical_rows(n: int, vocab: int, length: tuple[int, int], seed: int) -> list
     return rows
 
 
+POSITIVE = ["wonderful", "great", "excellent", "delightful", "superb", "lovely", "brilliant", "fantastic"]
+NEGATIVE = ["terrible", "awful", "dreadful", "horrible", "boring", "poor", "disappointing", "bad"]
+FILLER = ["the", "movie", "was", "and", "a", "meal", "with", "friends", "it", "felt", "really", "at",
+          "times", "book", "show", "hotel", "our", "trip", "my", "very", "quite", "overall", "plot", "staff"]
+
+
+def review_rows(n: int, vocab: int, length: tuple[int, int], seed: int) -> list[dict]:
+    """The lexical rule over English words: `text` and `label` (build.py tokenises the text with
+    the pretrained model's own tokenizer). `vocab` is unused (the tokenizer's)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    while len(rows) < n:
+        k = int(rng.integers(length[0], length[1] + 1))
+        n_pos, n_neg = (int(v) for v in rng.integers(0, 3, size=2))
+        if n_pos == n_neg or n_pos + n_neg > k:
+            continue
+        words = [FILLER[int(i)] for i in rng.integers(0, len(FILLER), size=k)]
+        slots = rng.choice(k, size=n_pos + n_neg, replace=False)
+        for j, slot in enumerate(slots):
+            words[slot] = (POSITIVE if j < n_pos else NEGATIVE)[int(rng.integers(len(POSITIVE)))]
+        rows.append({"text": " ".join(words) + ".", "label": int(n_pos > n_neg)})
+    return rows
+
+
 def modadd_split(p: int, train_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     pairs = list(itertools.product(range(p), range(p)))
     np.random.default_rng(seed).shuffle(pairs)
@@ -161,6 +186,7 @@ FAMILIES = {
     "order": (CLS, lambda v: v, (8, 12), _order),
     "dyck": (CLS, lambda v: 5, (6, 12), lambda n, v, length, seed: dyck_rows(n, length, seed)),
     "lexical": (CLS, lambda v: v, (8, 16), lexical_rows),
+    "review": (CLS, lambda v: v, (6, 14), review_rows),
 }
 
 
@@ -173,9 +199,10 @@ def family_rows(family: str, n_train: int, n_eval: int, vocab: int, seed: int,
         return modadd_split(vocab, 0.8, seed)
     train = gen(n_train, vocab, train_length or default, seed)
     pool = gen(4 * n_eval, vocab, eval_length or train_length or default, seed + 7919)
-    seen, evals = {tuple(r["input_ids"]) for r in train}, []
+    key_of = (lambda r: r["text"]) if family == "review" else (lambda r: tuple(r["input_ids"]))
+    seen, evals = {key_of(r) for r in train}, []
     for row in pool:
-        key = tuple(row["input_ids"])
+        key = key_of(row)
         if key not in seen:
             seen.add(key)
             evals.append(row)

@@ -1,0 +1,89 @@
+"""DegradeBench v2 cases from one bench seed: (family, model class, fault, severity, seed) -> a run.
+
+Groups are the (family, model class) pairs a kind allows. Each group gets SEEDS_PER_GROUP
+generator seeds; each generator seed makes its healthy run (the twin) and FAULTS_PER_SEED faulty
+runs, the faults dealt from the group's list shuffled by the bench seed, so that every fault of a
+group appears once per cycle. A generator seed belongs to one split, dealt per group from
+SPLIT_CYCLE shuffled by the bench seed: splits are by generator seed, so a twin and its faults
+never straddle two splits. Severities are drawn from the generator seed (faults.py).
+
+The committed bench seed is BENCH_SEED; `degrade bench --bench-seed N` deals a fresh set
+(new generator seeds, so new sizes, severities and splits).
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from degrade.bench.case import Built, Case
+from degrade.bench.v2.faults import FAULTS, applicable
+from degrade.bench.v2.models import MODELS
+from degrade.bench.v2.recipe import Recipe, healthy_recipe
+from degrade.bench.v2.tasks import kind_of
+
+BENCH_SEED = 2026
+SEEDS_PER_GROUP = 7
+FAULTS_PER_SEED = 2
+SPLIT_CYCLE = ("dev", "dev", "dev", "calibration", "test", "test", "test")
+# kv, addition and dyck (tasks.py) are not in a group yet: at the healthy recipe's budget their
+# healthy runs do not learn the task (held-out accuracy 46%, 30% and 66%, measured on one seed each).
+GROUPS = [(f, m) for f in ("copy", "sort", "modadd") for m in ("gpt2", "llama", "tinygpt")] + \
+         [(f, m) for f in ("order", "lexical") for m in ("bert", "distilbert")] + [("review", "minilm")]
+
+
+def _seed(*parts) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
+
+
+def build_case(folder: Path, recipe: Recipe) -> Built:
+    from degrade.bench.v2.build import build
+    return build(folder, recipe)
+
+
+def cases(bench_seed: int = BENCH_SEED) -> list[Case]:
+    out = []
+    for family, model in GROUPS:
+        assert kind_of(family) == MODELS[model]
+        rng = np.random.default_rng(_seed(bench_seed, family, model))
+        faulty = [f for f in applicable(kind_of(family), model, family) if f.name != "healthy"]
+        order = [faulty[i] for i in rng.permutation(len(faulty))]
+        splits = [SPLIT_CYCLE[i] for i in rng.permutation(len(SPLIT_CYCLE))]
+        for g in range(SEEDS_PER_GROUP):
+            seed = _seed(bench_seed, family, model, g) % 100_000
+            split = splits[g % len(splits)]
+            base = healthy_recipe(family, model, seed)
+            twin = f"v2-{family}-{model}-s{seed}-healthy"
+            out.append(_case(twin, base, FAULTS["healthy"], split, None))
+            for k in range(FAULTS_PER_SEED):
+                fault = order[(FAULTS_PER_SEED * g + k) % len(order)]
+                params = fault.draw(np.random.default_rng(_seed(seed, fault.name)), base.to_dict())
+                out.append(_case(f"v2-{family}-{model}-s{seed}-{fault.name}", base.with_fault(params),
+                                 fault, split, twin, params))
+    return out
+
+
+def _case(name: str, recipe: Recipe, fault, split: str, twin: str | None, params: dict | None = None) -> Case:
+    writer = recipe.writer
+    drawn = ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in (params or {}).items())
+    why = f"{fault.name}" + (f" ({drawn})" if drawn else "")
+    return Case(name, recipe.family, fault.layer, fault.codes, why, partial(build_case, recipe=recipe),
+                writer, model=recipe.model, fault=fault.name, split=split, twin=twin, proof=fault.proof)
+
+
+def quick(all_cases: list[Case], n: int = 30) -> list[Case]:
+    """A stratified subset of `n` cases in a fixed order: 30% healthy runs, the rest dealt
+    round-robin over the faults, so that every fault the cases hold is in it."""
+    by: dict[str, list[Case]] = {}
+    for c in sorted(all_cases, key=lambda c: c.name):
+        by.setdefault(c.fault, []).append(c)
+    out = by.pop("healthy", [])[:round(0.3 * n)]
+    i = 0
+    while len(out) < n and any(i < len(v) for v in by.values()):
+        for fault in sorted(by):
+            if i < len(by[fault]) and len(out) < n:
+                out.append(by[fault][i])
+        i += 1
+    return out
