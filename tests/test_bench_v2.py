@@ -24,6 +24,7 @@ def test_generated_cases_split_by_generator_seed():
     for split in ("dev", "calibration", "test"):
         part = [c for c in cs if c.split == split]
         assert sum(c.layer == "none" for c in part) >= 0.25 * len(part)
+        assert {c.fault for c in part} == {c.fault for c in cs}  # every fault in every split
     names = {c.name: c for c in cs}
     for c in cs:  # a twin and its faults never straddle splits
         if c.twin:
