@@ -3,6 +3,7 @@
     python benchmarks/diagnose_cost.py [--budgets fast,standard,thorough] [--train-rows 20000]
                                        [--layers 12 --heads 12 --width 96 --vocab 50257]
                                        [--arch gpt2|bert] [--eval-rows 256] [--logs match,mismatch]
+                                       [--per-check]
 
 `--arch bert` builds a BERT sequence classifier (two classes) of the same shape instead (BERT-base:
 --width 768 --vocab 30522); `--width 768 --vocab 50257` with gpt2 is GPT-2 small (124M).
@@ -15,7 +16,9 @@ training data of 20k x 128, and runs degrade.diagnose once per budget in a fresh
 hook on the token embedding of every model degrade loads counts the tokens each forward reads;
 one eval pass is 256 x 128 tokens, and a forward with autograd recording counts 3 (forward +
 backward). Reported per budget: passes in all and per check, wall time, one plain eval pass's wall
-time measured in the same process, and peak RSS.
+time measured in the same process, and peak RSS; with `--per-check`, each check's own peak RSS
+in the same diagnosis (the process's high-water mark is reset before each check through
+/proc/self/clear_refs, so each number is that check's peak on top of what earlier checks left).
 """
 from __future__ import annotations
 
@@ -85,7 +88,23 @@ def _peak_rss_mb() -> int:
         return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM:"))
 
 
-def one(run: Path, ev: Path, tr: Path, budget: str) -> dict:
+def _per_check_peaks() -> dict:
+    """Wrap the suite's check runner so each check's peak RSS (MB) is recorded."""
+    import degrade.suite as suite
+    peaks: dict = {}
+    original = suite.run_check
+
+    def wrapped(run, spec, *args, **kwargs):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        out = original(run, spec, *args, **kwargs)
+        peaks[spec.code] = _peak_rss_mb()
+        return out
+    suite.run_check = wrapped
+    return peaks
+
+
+def one(run: Path, ev: Path, tr: Path, budget: str, per_check: bool = False) -> dict:
     """Diagnose once with the counting hook; runs in its own process (see main)."""
     import numpy as np
     import torch
@@ -108,10 +127,13 @@ def one(run: Path, ev: Path, tr: Path, budget: str) -> dict:
     torch.set_num_threads(1)
     from degrade.sandbox.limits import tune_malloc
     tune_malloc()  # as `degrade diagnose` does
+    peaks = _per_check_peaks() if per_check else None
     start = time.perf_counter()
     d = degrade.diagnose(run, eval_data=ev, train_data=tr, budget=budget)
     wall = time.perf_counter() - start
-    peak = _peak_rss_mb()  # the diagnosis's own peak, before the timing pass below
+    # the diagnosis's own peak, before the timing pass below (the largest check's with --per-check,
+    # whose resets hide what came before the first check)
+    peak = max(peaks.values()) if peaks else _peak_rss_mb()
     per_pass = sum(1 for _ in open(ev)) * SEQ
     # one plain eval pass on the same machine, in the same process, in the engine's memory-sized
     # batches (a fixed batch of full-vocabulary logits would set the peak RSS itself): the unit
@@ -128,7 +150,9 @@ def one(run: Path, ev: Path, tr: Path, budget: str) -> dict:
             "peak_rss_mb": peak,
             "checkpoint_mb": round((run / "checkpoint-200" / "model.safetensors").stat().st_size / 2 ** 20),
             "verdict": d.verdict["layer"],
-            "failed": [c.code for c in d.checks if c.status == "failed"]}
+            "failed": [c.code for c in d.checks if c.status == "failed"],
+            **({"per_check_peak_rss_mb": dict(sorted(peaks.items(), key=lambda kv: -kv[1])[:8])}
+               if peaks else {})}
 
 
 def main() -> int:
@@ -142,17 +166,19 @@ def main() -> int:
     ap.add_argument("--logs", default="match,mismatch")
     ap.add_argument("--arch", default="gpt2", choices=("gpt2", "bert"))
     ap.add_argument("--eval-rows", type=int, default=256)
+    ap.add_argument("--per-check", action="store_true", help="also each check's own peak RSS")
     ap.add_argument("--one", nargs=4, metavar=("RUN", "EVAL", "TRAIN", "BUDGET"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        print(json.dumps(one(Path(a.one[0]), Path(a.one[1]), Path(a.one[2]), a.one[3])))
+        print(json.dumps(one(Path(a.one[0]), Path(a.one[1]), Path(a.one[2]), a.one[3], a.per_check)))
         return 0
     import subprocess
     root = Path(tempfile.mkdtemp(prefix="degrade-cost-"))
     for logs in a.logs.split(","):
         run, ev, tr = build(root, a, logs)
         for budget in a.budgets.split(","):
-            p = subprocess.run([sys.executable, __file__, "--one", str(run), str(ev), str(tr), budget],
+            p = subprocess.run([sys.executable, __file__, "--one", str(run), str(ev), str(tr), budget]
+                               + (["--per-check"] if a.per_check else []),
                                capture_output=True, text=True)
             print(p.stdout.strip() or p.stderr[-2000:], flush=True)
     return 0
