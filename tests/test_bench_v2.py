@@ -127,8 +127,14 @@ def test_quick_test_split_builds_and_proves(tmp_path):
     for key in ("n", "layer_top1", "layer_top1_ci", "false_alarm_rate", "inconclusive_on_healthy",
                 "code_recall", "ece"):
         assert key in split
-    for c in card["cases"]:  # a kept fault costs what it claims against its twin
-        if c["kept"] and c["fault"] not in ("healthy", "unfinished") and "accuracy_cost" in c["cost"]:
+    # Each generator makes faults that cost what they claim: most fault kinds in the subset have a
+    # case that proved itself against its twin (dead heads and a dropped residual often do not:
+    # small models route around them, and the generator discards those cases).
+    kinds = {c["fault"] for c in card["cases"]}
+    proven = {c["fault"] for c in card["cases"] if c["kept"]}
+    assert len(proven) >= 0.7 * len(kinds), sorted(kinds - proven)
+    for c in card["cases"]:
+        if c["kept"] and c["proof"].startswith("costs"):
             assert c["cost"]["accuracy_cost"] >= 0.05
     json.dumps(card)
 

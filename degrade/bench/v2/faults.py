@@ -27,7 +27,7 @@ healthy twin (degrade/bench/v2/proof.py):
 | length-shift | perception | P402 | trained on instances up to 45-65% of the eval length |
 | mask-leak | instantiation | I301 | no causal mask (tinygpt) |
 | softmax-queries | instantiation | I306, I301 | attention softmax over the query axis (tinygpt) |
-| dead-heads | instantiation | I302 | 1..n_head-1 heads of a layer zeroed (tinygpt) |
+| dead-heads | instantiation | I302 | 2 or 3 of the 4 heads of every layer zeroed (tinygpt) |
 | no-residual | instantiation | I307 | the attention residual connection dropped (tinygpt) |
 """
 from __future__ import annotations
@@ -91,7 +91,7 @@ FAULTS = {f.name: f for f in [
           lambda rng, r: {"model_switches": {"softmax_dim": -2}}),
     Fault("dead-heads", "instantiation", ("I302",), "cost", (LM,), ("tinygpt",),
           lambda rng, r: {"model_switches": {"dead_heads": sorted(int(h) for h in rng.choice(
-              4, size=int(rng.integers(1, 4)), replace=False))}}),
+              4, size=int(rng.integers(2, 4)), replace=False))}}),
     Fault("no-residual", "instantiation", ("I307",), "cost", (LM,), ("tinygpt",),
           lambda rng, r: {"model_switches": {"residual": False}}),
 ]}

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
-from degrade.bench.case import Built, Case
+from degrade.bench.case import Case
+from degrade.bench.v2.build import build_case
 from degrade.bench.v2.faults import FAULTS, applicable
 from degrade.bench.v2.models import MODELS
 from degrade.bench.v2.recipe import Recipe, healthy_recipe
@@ -40,11 +40,6 @@ GROUPS = [(f, m) for f in ("copy", "sort", "modadd") for m in ("gpt2", "llama")]
 
 def _seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
-
-
-def build_case(folder: Path, recipe: Recipe) -> Built:
-    from degrade.bench.v2.build import build
-    return build(folder, recipe)
 
 
 def cases(bench_seed: int = BENCH_SEED) -> list[Case]:
