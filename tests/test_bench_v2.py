@@ -12,7 +12,7 @@ import pytest
 from degrade.bench.scorecard import CaseOutcome
 from degrade.bench.v2 import proof as P
 from degrade.bench.v2.generate import BENCH_SEED, cases, quick
-from degrade.bench.v2.scorecard import _split, score_v2, wilson
+from degrade.bench.v2.scorecard import _split, wilson
 from degrade.bench.v2.tasks import dyck_rows, family_rows, kv_rows, lexical_rows, sort_rows
 
 
@@ -111,18 +111,23 @@ def test_scorecard_is_strict():
 
 @pytest.mark.slow
 def test_quick_test_split_builds_and_proves(tmp_path):
-    """Builds and diagnoses the 30-case stratified subset of the test split (2 workers; cached
-    with DEGRADE_BENCH_CACHE): every case builds and is diagnosed, most faults prove themselves
-    against their twins, and the scorecard has the documented keys. No floor on the scores: the
-    test split measures, it is never tuned on."""
-    from degrade.bench.runner import run_cases
-    test = [c for c in cases() if c.split == "test"]
-    subset = quick(test)
+    """`degrade bench --split test --quick` through the real command, in its own process (as CI
+    would run it): the 30-case stratified subset of the test split is built (2 workers; cached
+    with DEGRADE_BENCH_CACHE) and diagnosed, most fault kinds prove themselves against their
+    twins, and the scorecard has the documented keys. No floor on the scores: the test split
+    measures, it is never tuned on."""
+    import subprocess
+    import sys
     cache = Path(os.environ.get("DEGRADE_BENCH_CACHE") or tmp_path / "bench-cache")
-    outs = run_cases(subset, cache, workers=min(2, os.cpu_count() or 1), suite="v2")
-    card = score_v2(subset, outs, cache)
-    assert card["n_errors"] == 0, [o.error for o in outs if o.error]
-    assert card["n_scored"] >= 0.6 * len(subset), card["discarded"]
+    out = tmp_path / "quick.json"
+    p = subprocess.run([sys.executable, "-m", "degrade", "bench", "--split", "test", "--quick",
+                        "--format", "json", "--output", str(out), "--cache", str(cache),
+                        "--workers", str(min(2, os.cpu_count() or 1))],
+                       capture_output=True, text=True, timeout=1500, env={**os.environ, "CI": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    card = json.loads(out.read_text())
+    assert card["n_cases"] == 30 and card["n_errors"] == 0, [c["error"] for c in card["cases"] if c["error"]]
+    assert card["n_scored"] >= 0.6 * card["n_cases"], card["discarded"]
     split = card["splits"]["test"]
     for key in ("n", "layer_top1", "layer_top1_ci", "false_alarm_rate", "inconclusive_on_healthy",
                 "code_recall", "ece"):
@@ -136,7 +141,6 @@ def test_quick_test_split_builds_and_proves(tmp_path):
     for c in card["cases"]:
         if c["kept"] and c["proof"].startswith("costs"):
             assert c["cost"]["accuracy_cost"] >= 0.05
-    json.dumps(card)
 
 
 def test_curve_heuristics(tmp_path):
