@@ -88,7 +88,7 @@ def main(args) -> int:
     wall = {"wall_seconds": round(time.perf_counter() - start, 1), "workers": args.workers}
     if args.suite == "v2":
         from degrade.bench.v2.generate import BENCH_SEED
-        from degrade.bench.v2.report import markdown, table
+        from degrade.bench.v2.report import markdown
         from degrade.bench.v2.scorecard import score_v2
         result = {**score_v2(cases, outcomes, cache), **wall, "suite": "v2", "split": args.split,
                   "bench_seed": BENCH_SEED if args.bench_seed is None else args.bench_seed}
@@ -97,7 +97,7 @@ def main(args) -> int:
             kept = {c["name"] for c in result["cases"] if c["kept"]}
             result["weightwatcher"] = side_by_side([c for c in cases if c.name in kept],
                                                    lambda c: build_case(c, cache))
-        text = {"json": lambda r: json.dumps(r, indent=2) + "\n", "table": table, "markdown": markdown}[args.format](result)
+        text = {"json": lambda r: json.dumps(r, indent=2) + "\n", "table": markdown, "markdown": markdown}[args.format](result)
         return _write(text, args.output)
     result = {**score(outcomes).to_dict(), **wall}
     if args.weightwatcher:

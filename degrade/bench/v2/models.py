@@ -62,15 +62,3 @@ def build_model(cls: str, vocab: int, *, width: int, layers: int, seed: int, dro
         return {"vocab": vocab, "d_model": width, "n_layer": layers, "n_head": heads, "max_len": MAX_POSITIONS}
     raise ValueError(f"unknown model class {cls!r}")
 
-
-def encoder_of(model):
-    """The parameters a 'frozen encoder' fault freezes: every transformer block."""
-    for attr in ("bert", "distilbert", "transformer", "model"):
-        base = getattr(model, attr, None)
-        if base is None:
-            continue
-        for name in ("encoder", "layer", "transformer", "h", "layers"):
-            part = getattr(base, name, None)
-            if part is not None:
-                return part
-    raise ValueError(f"no encoder found in {type(model).__name__}")

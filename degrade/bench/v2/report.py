@@ -1,4 +1,4 @@
-"""The v2 scorecard as markdown (docs/benchmarks.md) and as the terminal table (the same text)."""
+"""The v2 scorecard as markdown: what docs/benchmarks.md shows and what the terminal prints."""
 from __future__ import annotations
 
 from typing import Any
@@ -56,6 +56,3 @@ def markdown(r: dict[str, Any]) -> str:
         out += ["", "Discarded by the generator:"] + [f"- {d['name']}: {d['why']}" for d in r["discarded"]]
     return "\n".join(out) + "\n"
 
-
-def table(r: dict[str, Any]) -> str:
-    return markdown(r)
