@@ -42,7 +42,9 @@ class Collator:
         if "label" in rows[0]:
             batch["labels"] = torch.tensor([r["label"] for r in rows])
         else:
-            labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+            # a seq2seq target is as long as itself, a causal LM's labels as the input
+            labels = torch.full((len(rows), max(len(r.get("labels", r["input_ids"])) for r in rows)),
+                                IGNORE, dtype=torch.long)
             for i, r in enumerate(rows):
                 lab = r.get("labels", r["input_ids"])
                 labels[i, :len(lab)] = torch.tensor(lab)
@@ -55,6 +57,8 @@ def _accuracy_metrics(task: str):
     metric = load_metric("accuracy")
 
     def preprocess(logits, labels):
+        if isinstance(logits, tuple):  # encoder-decoder outputs: (logits, encoder states, ...)
+            logits = logits[0]
         return logits.argmax(-1)
 
     def compute(pred):
@@ -78,7 +82,8 @@ def train_hf(out_dir: Path, model: torch.nn.Module, train_rows: list[dict], eval
     from transformers import Trainer, TrainingArguments, set_seed
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     set_seed(seed)
-    task = "sequence-classification" if "label" in train_rows[0] else "causal-lm"
+    task = ("sequence-classification" if "label" in train_rows[0] else
+            "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "causal-lm")
     preprocess, compute = _accuracy_metrics(task)
     args = TrainingArguments(
         output_dir=str(out_dir), max_steps=max_steps, learning_rate=lr,

@@ -61,7 +61,7 @@ def side_by_side(cases, outcomes, judged: dict, cache: Path, split: str = "test"
     """The anchors' verdicts on the scored cases of `split`, next to degrade's, in the same terms."""
     rows = []
     for c, o in zip(cases, outcomes):
-        if c.split != split or not judged[c.name][0] or o.predicted_layer == "error":
+        if c.split != split or not judged[c.name][0]:  # degrade's errors stay in: they are misses
             continue
         f = flags(Path(cache) / c.name / "run")
         rows.append({"name": c.name, "expected": c.layer, "anchor_flags": f,
@@ -72,7 +72,7 @@ def side_by_side(cases, outcomes, judged: dict, cache: Path, split: str = "test"
         healthy = [r for r in rows if r["expected"] == "none"]
         reach = [r for r in rows if r["expected"] == "reachability"]
         return {"layer_top1": round(hits / len(rows), 4) if rows else None, "layer_top1_ci": wilson(hits, len(rows)),
-                "false_alarm_rate": round(sum(r[key] != "none" for r in healthy) / len(healthy), 4) if healthy else None,
+                "false_alarm_rate": round(sum(r[key] not in ("none", "error") for r in healthy) / len(healthy), 4) if healthy else None,
                 "reachability_recall": round(sum(r[key] == "reachability" for r in reach) / len(reach), 4) if reach else None}
     return {"split": split, "n": len(rows), "curve_heuristics": summary("anchor_layer"),
             "degrade": summary("degrade_layer"), "cases": rows}

@@ -34,6 +34,9 @@ def rows_of(r: Recipe) -> tuple[list[dict], list[dict], list[dict]]:
     rng = np.random.default_rng([r.seed, 99])
     if r.train_fraction < 1:
         train = train[:max(16, int(len(train) * r.train_fraction))]
+    if r.train_unique < 1:  # a few rows repeated to the full size, in a shuffled order
+        unique = train[:max(16, int(len(train) * r.train_unique))]
+        train = [unique[int(i) % len(unique)] for i in rng.permutation(len(train))]
     if r.train_noise:
         train = [_noisy(row, r, rng) if rng.random() < r.train_noise else row for row in train]
     shown = list(clean)
@@ -52,8 +55,13 @@ def _noisy(row: dict, r: Recipe, rng) -> dict:
         return {**row, "label": 1 - row["label"]}
     vocab = model_vocab(r.family, r.vocab) - 1  # answers never use the separator/query token
     labels = [t if t == IGNORE else int((t + rng.integers(1, vocab)) % vocab) for t in row["labels"]]
-    ids = row["input_ids"][:len(row["input_ids"]) - sum(t != IGNORE for t in labels)]
-    return {"input_ids": ids + [t for t in labels if t != IGNORE], "labels": labels}
+    ids = [t if lab == IGNORE else lab for t, lab in zip(row["input_ids"], labels)]
+    return {"input_ids": ids, "labels": labels}
+
+
+def _as_seq2seq(row: dict) -> dict:
+    start = next(i for i, t in enumerate(row["labels"]) if t != IGNORE)
+    return {"input_ids": row["input_ids"][:start], "labels": row["labels"][start:]}
 
 
 def build_case(folder: Path, recipe: Recipe) -> Built:
@@ -76,6 +84,8 @@ def build(folder: Path, r: Recipe) -> Built:
         tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
         train, shown, clean = ([{**row, "input_ids": tokenizer(row["text"])["input_ids"]} for row in rows]
                                for rows in (train, shown, clean))
+    if r.model == "bart":  # the prompt is the source, the answer the target
+        train, shown, clean = ([_as_seq2seq(row) for row in rows] for rows in (train, shown, clean))
     train_path, eval_path = write_data(folder, train, shown)
     vocab = model_vocab(r.family, r.vocab)
     last = max(1, math.ceil(r.steps * r.stop_fraction))
@@ -153,7 +163,8 @@ def _train_hf(out: Path, model, train, shown, r: Recipe, last: int) -> None:
 
 
 def _blocks(model) -> list:
-    for path in ("bert.encoder.layer", "distilbert.transformer.layer", "transformer.h", "model.layers"):
+    for path in ("bert.encoder.layer", "distilbert.transformer.layer", "transformer.h", "model.layers",
+                 "model.encoder.layers"):
         obj = model
         try:
             for part in path.split("."):

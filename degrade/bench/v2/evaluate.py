@@ -2,9 +2,10 @@
 fault's cost is measured with (proof.py). Written independently of degrade's checks on purpose:
 the bench must not grade degrade with degrade's own scoring.
 
-- causal LM: greedy autoregressive decoding of the answer from the prompt (so a model that reads
+- causal LM: greedy autoregressive decoding of the answer tokens from the prompt (so a model that reads
   the future through a leaking mask cannot use it), scored per answer token; and the
   teacher-forced mean loss over answer tokens;
+- seq2seq: the same, the target decoded from the decoder start token given the encoded source;
 - classification: accuracy and mean cross-entropy.
 """
 from __future__ import annotations
@@ -31,7 +32,10 @@ def evaluate(model, rows: list[dict], kind: str) -> dict[str, float]:
     was = model.training
     model.eval()
     try:
-        return _cls(model, rows) if kind == "cls" else _lm(model, rows)
+        if kind == "cls":
+            return _cls(model, rows)
+        return _seq2seq(model, rows) if getattr(getattr(model, "config", None), "is_encoder_decoder", False) \
+            else _lm(model, rows)
     finally:
         model.train(was)
 
@@ -66,10 +70,34 @@ def _lm(model, rows) -> dict[str, float]:
         loss += float(F.cross_entropy(logits[:-1][keep], target[keep], reduction="sum"))
         n_loss += int(keep.sum())
         seq = list(ids[:start])
-        for t in labels[start:]:
+        for t, given in zip(labels[start:], ids[start:]):
+            if t == IGNORE:  # a prompt token between answers (kv's next query): given, not decoded
+                seq.append(given)
+                continue
             x = torch.tensor([seq])
             nxt = int(_logits(model, x, torch.ones_like(x))[0, -1].argmax())
             hits += int(nxt == t)
             total += 1
             seq.append(nxt)
     return {"accuracy": hits / max(total, 1), "loss": loss / max(n_loss, 1) if n_loss else math.nan}
+
+
+def _seq2seq(model, rows) -> dict[str, float]:
+    """Greedy decoding of the target from the decoder start token; teacher-forced target loss."""
+    hits = total = 0
+    loss, n_loss = 0.0, 0
+    start = model.config.decoder_start_token_id
+    for r in rows:
+        src, target = torch.tensor([r["input_ids"]]), r["labels"]
+        enc = model.get_encoder()(input_ids=src)
+        dec = torch.tensor([[start] + target[:-1]])
+        logits = model(encoder_outputs=enc, decoder_input_ids=dec).logits.float()[0]
+        loss += float(F.cross_entropy(logits, torch.tensor(target), reduction="sum"))
+        n_loss += len(target)
+        seq = [start]
+        for t in target:
+            nxt = int(model(encoder_outputs=enc, decoder_input_ids=torch.tensor([seq])).logits[0, -1].argmax())
+            hits += int(nxt == t)
+            total += 1
+            seq.append(nxt)
+    return {"accuracy": hits / max(total, 1), "loss": loss / max(n_loss, 1)}

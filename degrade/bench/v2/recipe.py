@@ -39,6 +39,7 @@ class Recipe:
     train_noise: float = 0.0
     frozen_blocks: int = 0
     train_fraction: float = 1.0
+    train_unique: float = 1.0
     eval_overlap: float = 0.0
     dropout: float = 0.0
     eval_train_mode: bool = False
@@ -57,8 +58,8 @@ class Recipe:
         return kind_of(self.family)
 
 
-_LENGTHS = {"copy": (4, 8), "sort": (4, 8), "kv": (2, 5), "addition": (2, 4), "order": (8, 14),
-            "dyck": (6, 14), "lexical": (8, 16), "review": (6, 14), "modadd": (0, 0)}
+_LENGTHS = {"copy": (4, 8), "sort": (4, 8), "reverse": (4, 8), "translate": (4, 8), "kv": (3, 6), "addition": (2, 4), "order": (8, 14),
+            "dyck": (6, 14), "bigram": (8, 14), "lexical": (8, 16), "review": (6, 14), "modadd": (0, 0)}
 
 
 def healthy_recipe(family: str, model: str, seed: int) -> Recipe:
@@ -71,7 +72,7 @@ def healthy_recipe(family: str, model: str, seed: int) -> Recipe:
         return Recipe(family, model, seed, vocab=p, width=width, layers=1, n_train=0, n_eval=0, writer=writer,
                       train_length=(0, 0), eval_length=(0, 0), steps=600, lr=1e-3, batch_size=128,
                       weight_decay=1.0, schedule="constant_with_warmup")
-    vocab = int(rng.integers(8, 17)) if family in ("copy", "sort") else int(rng.integers(12, 25))
+    vocab = int(rng.integers(8, 17)) if family in ("copy", "sort", "reverse", "translate") else int(rng.integers(12, 25))
     cls = kind_of(family) == CLS
     if model == "minilm":  # a fine-tune of a pretrained encoder: the usual small LR, few steps
         return Recipe(family, model, seed, vocab=vocab, width=384, layers=6, n_train=1000, n_eval=256,

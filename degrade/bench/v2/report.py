@@ -17,10 +17,10 @@ def markdown(r: dict[str, Any]) -> str:
            f"{r['n_scored']} scored, {len(r['discarded'])} discarded (fault not proven), {r['n_errors']} errors; "
            f"wall {r['wall_seconds']:.0f} s with {r['workers']} workers.", "",
            "| split | n (healthy) | layer top-1 [95% CI] | false alarms | inconclusive on healthy | "
-           "code recall (errors) | ECE |", "|---|---|---|---|---|---|---|"]
+           "not diagnosable | code recall (errors) | ECE |", "|---|---|---|---|---|---|---|---|"]
     for name, s in r["splits"].items():
         out.append(f"| {name} | {s['n']} ({s['n_healthy']}) | {_pct(s['layer_top1'])}{_ci(s['layer_top1_ci'])} | "
-                   f"{_pct(s['false_alarm_rate'])} | {_pct(s['inconclusive_on_healthy'])} | "
+                   f"{_pct(s['false_alarm_rate'])} | {_pct(s['inconclusive_on_healthy'])} | {s['errors']} | "
                    f"{_pct(s['code_recall'])} | {s['ece'] if s['ece'] is not None else 'n/a'} |")
     for name, s in r["splits"].items():
         out += ["", f"**{name}**: per fault " + ", ".join(

@@ -1,9 +1,11 @@
 """The DegradeBench v2 scorecard, per split, strict where v1 was lenient.
 
 - a case is scored only when it proved itself (proof.py); the others are listed as discarded;
-- layer top-1 with a 95% Wilson interval;
+- layer top-1 with a 95% Wilson interval; a case degrade could not diagnose at all (the run or
+  its data refused, a crash) counts as a miss and is also counted on its own (`errors`);
 - false alarms: any verdict but `none` on a healthy run, `inconclusive` included (and also
-  reported on its own as inconclusive_on_healthy);
+  reported on its own as inconclusive_on_healthy); a refused healthy run gives no verdict, so it
+  is an error, not a false alarm;
 - code recall: faulty cases where an expected code is among the ERROR findings (warnings do not
   count);
 - calibration: the verdict's confidence against whether its layer was right: ECE over
@@ -46,7 +48,7 @@ def proven(cases: list[Case], cache: Path) -> dict[str, tuple[bool, str, dict]]:
 
 def score_v2(cases: list[Case], outcomes: list[CaseOutcome], cache: Path) -> dict[str, Any]:
     judged = proven(cases, cache)
-    kept = [o for o in outcomes if judged[o.name][0] and o.predicted_layer != "error"]
+    kept = [o for o in outcomes if judged[o.name][0]]
     card: dict[str, Any] = {
         "n_cases": len(outcomes), "n_scored": len(kept),
         "n_errors": sum(o.predicted_layer == "error" for o in outcomes),
@@ -82,9 +84,9 @@ def _split(outs: list[CaseOutcome]) -> dict[str, Any]:
         confusion[o.expected_layer][o.predicted_layer] += 1
     ece, table = _calibration(outs)
     return {
-        "n": n, "n_healthy": len(healthy),
+        "n": n, "n_healthy": len(healthy), "errors": sum(o.predicted_layer == "error" for o in outs),
         "layer_top1": _ratio(hits, n), "layer_top1_ci": wilson(hits, n),
-        "false_alarm_rate": _ratio(sum(o.predicted_layer != "none" for o in healthy), len(healthy)),
+        "false_alarm_rate": _ratio(sum(o.predicted_layer not in ("none", "error") for o in healthy), len(healthy)),
         "inconclusive_on_healthy": _ratio(sum(o.predicted_layer == "inconclusive" for o in healthy), len(healthy)),
         "code_recall": _ratio(sum(bool(_error_code_hit(o)) for o in faulty), len(faulty)),
         "ece": ece, "reliability": table,
