@@ -13,7 +13,10 @@ from degrade.bench.scorecard import CaseOutcome
 from degrade.bench.v2 import proof as P
 from degrade.bench.v2.generate import BENCH_SEED, cases, quick
 from degrade.bench.v2.scorecard import _split, wilson
-from degrade.bench.v2.tasks import dyck_rows, family_rows, kv_rows, lexical_rows, sort_rows
+from degrade.bench.v2.build import _as_seq2seq, _noisy, rows_of
+from degrade.bench.v2.recipe import healthy_recipe
+from degrade.bench.v2.tasks import (IGNORE, dyck_rows, family_rows, kv_rows, lexical_rows, reverse_rows, sort_rows,
+                                    translate_rows)
 
 
 def test_generated_cases_split_by_generator_seed():
@@ -58,14 +61,43 @@ def test_task_generators_are_what_they_claim():
     for r in sort_rows(20, 8, (3, 6), 0):
         k = r["labels"].count(-100)
         assert r["input_ids"][k:] == sorted(r["input_ids"][:k - 1])
-    for r in kv_rows(20, 12, (2, 4), 0):
-        body, key, val = r["input_ids"][:-3], r["input_ids"][-2], r["input_ids"][-1]
-        assert dict(zip(body[::2], body[1::2]))[key] == val
+    for r in kv_rows(20, 12, (2, 4), 0):  # pairs, then `Q k v` for every key, only the values scored
+        ids, labels = r["input_ids"], r["labels"]
+        n = ids.index(12)
+        table = dict(zip(ids[:n:2], ids[1:n:2]))
+        asked = [(ids[i + 1], ids[i + 2]) for i in range(n, len(ids), 3)]
+        assert sorted(k for k, _ in asked) == sorted(table) and all(table[k] == v for k, v in asked)
+        assert [t for t in labels if t != IGNORE] == [v for _, v in asked]
+    for r in reverse_rows(20, 8, (3, 6), 0):
+        k = r["labels"].count(IGNORE)
+        assert r["input_ids"][k:] == r["input_ids"][:k - 1][::-1]
+    dictionary = {}
+    for r in translate_rows(50, 8, (3, 6), 0) + translate_rows(50, 8, (3, 6), 1):  # one f per vocabulary
+        k = r["labels"].count(IGNORE)
+        for a, b in zip(r["input_ids"][:k - 1], r["input_ids"][k:]):
+            assert dictionary.setdefault(a, b) == b
+    assert sorted(dictionary.values()) == sorted(dictionary) == list(range(8))
     assert {r["label"] for r in dyck_rows(40, (4, 10), 0)} == {0, 1}
     for r in lexical_rows(50, 20, (8, 12), 0):
         pos = sum(1 <= t <= 4 for t in r["input_ids"][1:])
         neg = sum(5 <= t <= 8 for t in r["input_ids"][1:])
         assert r["label"] == int(pos > neg)
+
+
+def test_seq2seq_rows_and_faults_on_rows():
+    row = {"input_ids": [3, 1, 4, 8, 1, 3, 4], "labels": [IGNORE] * 4 + [1, 3, 4]}
+    assert _as_seq2seq(row) == {"input_ids": [3, 1, 4, 8], "labels": [1, 3, 4]}
+    import numpy as np
+    kv = kv_rows(1, 12, (3, 3), 0)[0]
+    noisy = _noisy(kv, healthy_recipe("copy", "gpt2", 1), np.random.default_rng(0))
+    changed = [i for i, (a, b) in enumerate(zip(kv["input_ids"], noisy["input_ids"])) if a != b]
+    assert changed and all(kv["labels"][i] != IGNORE for i in changed)  # only answer tokens change
+    assert all(noisy["input_ids"][i] == t for i, t in enumerate(noisy["labels"]) if t != IGNORE)
+    base = healthy_recipe("copy", "gpt2", 5)
+    train = rows_of(base)[0]
+    duplicated = rows_of(base.with_fault({"train_unique": 0.05}))[0]
+    assert len(duplicated) == len(train)
+    assert len({tuple(r["input_ids"]) for r in duplicated}) <= 0.05 * len(train)
 
 
 def _proof(acc, loss, curve, logged_loss=None, logged_acc=None, family="copy"):
@@ -107,6 +139,10 @@ def test_scorecard_is_strict():
     assert s["ece"] is not None and sum(b["n"] for b in s["reliability"]) == 5
     assert s["worst"][0]["name"] == "h2"
     assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    refused = _split(outs + [_outcome("h3", "none", "error", fault="healthy"),
+                             _outcome("f4", "observation", "error", ["O103"])])
+    assert refused["errors"] == 2 and refused["layer_top1"] == round(3 / 7, 4)  # a miss, not skipped
+    assert refused["false_alarm_rate"] == round(1 / 3, 4)  # h2 only: no verdict is not an alarm
 
 
 @pytest.mark.slow

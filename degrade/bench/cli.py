@@ -214,11 +214,17 @@ def _weightwatcher_text(w: dict) -> str:
                      f"other faults flagged {s['other_faults_flagged']}/{s['other_faults_n']}")
     flagged = [f"{c['name']} ({c['expected_layer']}: {'/'.join(c['any'])})"
                for c in w["cases"] if c.get("any")]
-    lines.append("  flagged by 'any': " + (", ".join(flagged) or "none"))
+    lines.append("  flagged by 'any': " + (_first(flagged, ", ") or "none"))
     if w.get("errors"):
         lines.append(f"  {w['errors']} runs WeightWatcher could not analyse: " +
-                     "; ".join(f"{c['name']}: {c['error']}" for c in w["cases"] if "error" in c))
+                     _first([f"{c['name']}: {c['error'][:160]}" for c in w["cases"] if "error" in c], "; ", 3))
     return "\n".join(lines)
+
+
+def _first(items: list[str], sep: str, n: int = 8) -> str:
+    """The first n items; the JSON scorecard lists them all."""
+    more = f"{sep}... and {len(items) - n} more" if len(items) > n else ""
+    return sep.join(items[:n]) + more
 
 
 class _Progress:

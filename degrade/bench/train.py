@@ -83,7 +83,7 @@ def train_hf(out_dir: Path, model: torch.nn.Module, train_rows: list[dict], eval
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     set_seed(seed)
     task = ("sequence-classification" if "label" in train_rows[0] else
-            "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "causal-lm")
+            "seq2seq" if getattr(getattr(model, "config", None), "is_encoder_decoder", False) else "causal-lm")
     preprocess, compute = _accuracy_metrics(task)
     args = TrainingArguments(
         output_dir=str(out_dir), max_steps=max_steps, learning_rate=lr,
