@@ -12,7 +12,7 @@ import pytest
 from degrade.bench.scorecard import CaseOutcome
 from degrade.bench.v2 import proof as P
 from degrade.bench.v2.generate import BENCH_SEED, cases, quick
-from degrade.bench.v2.scorecard import _split, wilson
+from degrade.bench.v2.scorecard import split_card, wilson
 from degrade.bench.v2.build import _as_seq2seq, _noisy, rows_of
 from degrade.bench.v2.recipe import healthy_recipe
 from degrade.bench.v2.tasks import (IGNORE, dyck_rows, family_rows, kv_rows, lexical_rows, reverse_rows, sort_rows,
@@ -47,8 +47,12 @@ def test_severities_are_drawn_not_fixed():
 def test_quick_subset_is_stratified():
     test = [c for c in cases() if c.split == "test"]
     q = quick(test)
-    assert len(q) == 30 and sum(c.fault == "healthy" for c in q) == 9
+    assert len(q) == 30 and sum(c.fault == "healthy" for c in q) >= 0.25 * len(q)
+    names = {c.name for c in q}
+    assert all(c.twin in names for c in q if c.twin)  # every fault can prove itself against its twin
     assert {c.fault for c in q} == {c.fault for c in test}
+    assert {c.model for c in q} == {c.model for c in test}
+    assert max(Counter(c.model for c in q).values()) <= 8  # no model class crowds the others out
 
 
 @pytest.mark.parametrize("family", ["copy", "sort", "order", "lexical", "modadd"])
@@ -132,14 +136,14 @@ def test_scorecard_is_strict():
             _outcome("f1", "reachability", "reachability", ["R201"], [], conf=0.9),  # a warning only
             _outcome("f2", "reachability", "reachability", ["R201"], ["R201"], conf=0.7),
             _outcome("f3", "observation", "none", ["O103"], [], conf=0.6)]
-    s = _split(outs)
+    s = split_card(outs)
     assert s["false_alarm_rate"] == 0.5 and s["inconclusive_on_healthy"] == 0.5  # inconclusive counts
     assert s["code_recall"] == round(1 / 3, 4)  # errors only
     assert s["layer_top1"] == 0.6 and s["layer_top1_ci"][0] < 0.6 < s["layer_top1_ci"][1]
     assert s["ece"] is not None and sum(b["n"] for b in s["reliability"]) == 5
     assert s["worst"][0]["name"] == "h2"
     assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
-    refused = _split(outs + [_outcome("h3", "none", "error", fault="healthy"),
+    refused = split_card(outs + [_outcome("h3", "none", "error", fault="healthy"),
                              _outcome("f4", "observation", "error", ["O103"])])
     assert refused["errors"] == 2 and refused["layer_top1"] == round(3 / 7, 4)  # a miss, not skipped
     assert refused["false_alarm_rate"] == round(1 / 3, 4)  # h2 only: no verdict is not an alarm
@@ -162,7 +166,11 @@ def test_quick_test_split_builds_and_proves(tmp_path):
                        capture_output=True, text=True, timeout=1500, env={**os.environ, "CI": "1"})
     assert p.returncode == 0, p.stderr[-2000:]
     card = json.loads(out.read_text())
-    assert card["n_cases"] == 30 and card["n_errors"] == 0, [c["error"] for c in card["cases"] if c["error"]]
+    # every case builds; degrade refuses only the seq2seq runs it cannot read yet (an InputError
+    # naming the file, counted as a miss), and crashes on none
+    refused = [c for c in card["cases"] if c["error"]]
+    assert card["n_cases"] == 30 and all(c["model"] == "bart" and c["error"].startswith("InputError")
+                                         for c in refused), [c["error"] for c in refused]
     assert card["n_scored"] >= 0.6 * card["n_cases"], card["discarded"]
     split = card["splits"]["test"]
     for key in ("n", "layer_top1", "layer_top1_ci", "false_alarm_rate", "inconclusive_on_healthy",

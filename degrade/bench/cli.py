@@ -99,7 +99,10 @@ def main(args) -> int:
                                                    lambda c: build_case(c, cache))
         text = {"json": lambda r: json.dumps(r, indent=2) + "\n", "table": markdown, "markdown": markdown}[args.format](result)
         return _write(text, args.output)
-    result = {**score(outcomes).to_dict(), **wall}
+    from degrade.bench.v2.scorecard import split_card
+    # v1's own (lenient) scorecard, and v2's strict one over the same outcomes: inconclusive on a
+    # healthy run is a false alarm, code recall counts error findings only
+    result = {**score(outcomes).to_dict(), **wall, "strict": split_card(outcomes)}
     if args.weightwatcher:
         from degrade.bench.weightwatcher import side_by_side
         result["weightwatcher"] = side_by_side(cases, lambda c: build_case(c, cache))

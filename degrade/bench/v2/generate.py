@@ -15,6 +15,7 @@ The committed bench seed is BENCH_SEED; `degrade bench --bench-seed N` deals a f
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from functools import partial
 
 import numpy as np
@@ -82,16 +83,21 @@ def _case(name: str, recipe: Recipe, fault, split: str, twin: str | None, params
 
 
 def quick(all_cases: list[Case], n: int = 30) -> list[Case]:
-    """A stratified subset of `n` cases in a fixed order: 30% healthy runs, the rest dealt
-    round-robin over the faults, so that every fault the cases hold is in it."""
-    by: dict[str, list[Case]] = {}
+    """A stratified subset of at most `n` cases made of whole groups (a healthy twin with its
+    faults), so that every faulty case in it can prove itself against its twin. Groups are taken
+    greedily: each time the one that adds the most faults the subset does not hold yet (ties: the
+    model class it holds fewest of, then by name), so that every fault is in it as far as `n`
+    allows and no model class crowds the others out. A third of it is healthy twins."""
+    groups: dict[str, list[Case]] = {}
     for c in sorted(all_cases, key=lambda c: c.name):
-        by.setdefault(c.fault, []).append(c)
-    out = by.pop("healthy", [])[:round(0.3 * n)]
-    i = 0
-    while len(out) < n and any(i < len(v) for v in by.values()):
-        for fault in sorted(by):
-            if i < len(by[fault]) and len(out) < n:
-                out.append(by[fault][i])
-        i += 1
-    return out
+        groups.setdefault(c.twin or c.name, []).append(c)
+    out: list[Case] = []
+    while True:
+        fits = [g for g in groups.values() if len(out) + len(g) <= n]
+        if not fits:
+            return out
+        faults = {c.fault for c in out}
+        models = Counter(c.model for c in out)
+        best = min(fits, key=lambda g: (-len({c.fault for c in g} - faults), models[g[0].model], g[0].name))
+        out += best
+        del groups[best[0].twin or best[0].name]

@@ -54,7 +54,7 @@ def score_v2(cases: list[Case], outcomes: list[CaseOutcome], cache: Path) -> dic
         "n_errors": sum(o.predicted_layer == "error" for o in outcomes),
         "discarded": [{"name": n, "why": why} for n, (ok, why, _) in judged.items() if not ok
                       and any(o.name == n for o in outcomes)],
-        "splits": {s: _split([o for o in kept if o.split == s]) for s in SPLITS
+        "splits": {s: split_card([o for o in kept if o.split == s]) for s in SPLITS
                    if any(o.split == s for o in outcomes)},
         "anchors": {s: _anchors(cases, outcomes, judged, cache, s) for s in SPLITS
                     if any(o.split == s for o in outcomes)},
@@ -74,7 +74,7 @@ def _error_code_hit(o: CaseOutcome) -> bool | None:
     return None if not o.expected_codes else any(c in o.error_codes for c in o.expected_codes)
 
 
-def _split(outs: list[CaseOutcome]) -> dict[str, Any]:
+def split_card(outs: list[CaseOutcome]) -> dict[str, Any]:
     n = len(outs)
     healthy = [o for o in outs if o.expected_layer == "none"]
     faulty = [o for o in outs if o.expected_layer != "none" and o.expected_codes]
