@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from degrade.errors import InputError
 from degrade.finding import Finding, Severity
 from degrade.layers import Layer
+from degrade.option import Option, defaults
 
 if TYPE_CHECKING:
     from degrade.run.run import Run
@@ -24,7 +25,8 @@ class Check:
     name: ClassVar[str]
     layer: ClassVar[Layer]
     needs: ClassVar[frozenset[str]] = frozenset()
-    options: ClassVar[dict[str, Any]] = {}
+    # Named thresholds (degrade/option.py): a tuple of Option(name, default, source, help).
+    options: ClassVar[tuple[Option, ...] | dict[str, Any]] = ()
     # Checks that publish failure axes into run.context run before the others, so that a
     # reachability or instantiation check can see them and defer (DESIGN.md §1).
     publishes_axes: ClassVar[bool] = False
@@ -33,11 +35,12 @@ class Check:
     probes: ClassVar[int] = 0
 
     def __init__(self, **options: Any):
-        unknown = set(options) - set(self.options)
+        known = defaults(self.options)
+        unknown = set(options) - set(known)
         if unknown:
             raise InputError(None, f"{self.code} has no option {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(sorted(self.options)) or 'none'}")
-        self.opts: dict[str, Any] = {**self.options, **options}
+                             f"known: {', '.join(sorted(known)) or 'none'}")
+        self.opts: dict[str, Any] = {**known, **options}
 
     def run(self, run: "Run") -> list[Finding]:
         raise NotImplementedError

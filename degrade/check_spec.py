@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from degrade.layers import Layer
+from degrade.option import Option, declared, defaults
 
 _ATTRS = ("code", "name", "layer", "needs", "options", "publishes_axes", "probes")
 
@@ -27,13 +28,14 @@ class CheckSpec:
     name: str
     layer: Layer
     needs: frozenset = frozenset()
-    options: dict = field(default_factory=dict, hash=False, compare=False)
+    options: dict = field(default_factory=dict, hash=False, compare=False)  # name -> default
     publishes_axes: bool = False
     probes: int = 0
     docstring: str = ""
     module: str = ""
     qualname: str = ""
     cls: Any = field(default=None, hash=False, compare=False)  # set for plugins (already loaded)
+    option_list: tuple = field(default=(), hash=False, compare=False)  # the Option declarations
 
     def load(self):
         """The check class (imports its module the first time)."""
@@ -55,9 +57,10 @@ class CheckSpec:
         if isinstance(check_class, CheckSpec):
             return check_class
         return cls(check_class.code, check_class.name, check_class.layer, frozenset(check_class.needs),
-                   dict(check_class.options), bool(check_class.publishes_axes),
+                   defaults(check_class.options), bool(check_class.publishes_axes),
                    int(getattr(check_class, "probes", 0)), check_class.__doc__ or "",
-                   check_class.__module__, check_class.__qualname__, check_class)
+                   check_class.__module__, check_class.__qualname__, check_class,
+                   tuple(declared(check_class.options)))
 
 
 def specs_in(path: Path, module: str) -> list[CheckSpec] | None:
@@ -75,10 +78,11 @@ def specs_in(path: Path, module: str) -> list[CheckSpec] | None:
             layer = Layer(attrs["layer"])
         except (KeyError, ValueError):
             return None
+        options = attrs.get("options", ())
         out.append(CheckSpec(attrs["code"], attrs["name"], layer, frozenset(attrs.get("needs", ())),
-                             attrs.get("options", {}), attrs.get("publishes_axes", False),
+                             defaults(options), attrs.get("publishes_axes", False),
                              attrs.get("probes", 0), ast.get_docstring(node, clean=False) or "",
-                             module, node.name))
+                             module, node.name, option_list=tuple(declared(options))))
     return out
 
 
@@ -112,4 +116,12 @@ def _literal(node: ast.expr) -> Any:
         return Layer[node.attr].value
     if isinstance(node, ast.Call) and _name(node.func) == "frozenset":
         return frozenset(_literal(node.args[0])) if node.args else frozenset()
+    if isinstance(node, ast.Call) and _name(node.func) == "Option":
+        return Option(*(_literal(a) for a in node.args), **{k.arg: _literal(k.value) for k in node.keywords})
+    if isinstance(node, (ast.Tuple, ast.List)):  # may hold Option(...) calls
+        return tuple(_literal(e) for e in node.elts)
+    if isinstance(node, ast.JoinedStr):
+        raise ValueError("an f-string is not a literal")
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):  # implicit concatenation split by +
+        return _literal(node.left) + _literal(node.right)
     return ast.literal_eval(node)

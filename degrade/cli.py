@@ -212,11 +212,8 @@ def _checks(args) -> int:
         cls = next((c for c in checks if c.code == args.code.upper()), None)
         if cls is None:
             raise InputError(None, f"no check with code {args.code.upper()} (see `degrade checks`)")
-        print(f"{cls.code} {cls.name} [{cls.layer.value}]\n")
-        print(cls.doc())
-        print(f"\nNeeds: {', '.join(sorted(cls.needs)) or 'nothing'}")
-        if cls.options:
-            print("Options (defaults): " + ", ".join(f"{k}={v!r}" for k, v in cls.options.items()))
+        from degrade.check_docs import page
+        print(page(cls), end="")
         return 0
     from rich.console import Console
     from rich.table import Table

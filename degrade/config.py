@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from degrade.errors import InputError
+from degrade.option import defaults
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,11 +53,12 @@ def validate_options(checks, options: dict[str, dict[str, Any]]) -> None:
             raise InputError(None, f"option for {code}: no such check (see `degrade checks`)")
         if not isinstance(values, dict):
             raise InputError(None, f"options for {code} must be a table of option = value")
+        known = defaults(cls.options)
         for name, value in values.items():
-            if name not in cls.options:
+            if name not in known:
                 raise InputError(None, f"{code} has no option {name}; known: "
-                                       f"{', '.join(sorted(cls.options)) or 'none'}")
-            if (why := _type_problem(cls.options[name], value)) is not None:
+                                       f"{', '.join(sorted(known)) or 'none'}")
+            if (why := _type_problem(known[name], value)) is not None:
                 raise InputError(None, f"{code}.{name}={value!r}: {why}")
 
 

@@ -21,6 +21,7 @@ from degrade.check import Check
 from degrade.check_spec import CheckSpec, specs_in
 from degrade.errors import one_line
 from degrade.layers import CODE_PREFIX
+from degrade.option import Option
 
 CODE_RE = re.compile(r"^[ORIPDX]\d{3}$")
 ENTRY_POINT_GROUP = "degrade.checks"
@@ -82,8 +83,10 @@ def _problem(cls) -> str | None:
     name = getattr(cls, "qualname", None) or cls.__name__
     if not isinstance(code, str) or not CODE_RE.match(code) or CODE_PREFIX.get(code[0]) != layer:
         return f"check {name} has code {code!r} that does not fit its layer {layer}"
-    if not isinstance(getattr(cls, "needs", None), (frozenset, set)) or not isinstance(getattr(cls, "options", None), dict):
-        return f"check {name} must declare needs as a set and options as a dict"
+    options = getattr(cls, "options", None)
+    if not isinstance(getattr(cls, "needs", None), (frozenset, set)) or not (
+            isinstance(options, dict) or (isinstance(options, (tuple, list)) and all(isinstance(o, Option) for o in options))):
+        return f"check {name} must declare needs as a set and options as Options (or a dict of defaults)"
     return None
 
 
