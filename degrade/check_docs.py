@@ -28,8 +28,10 @@ def options_table(spec: CheckSpec) -> str:
     return "\n".join(rows)
 
 
-def page(spec: CheckSpec) -> str:
-    """One check's page: title, needs, the docstring, the options with their sources."""
+def page(spec) -> str:
+    """One check's page (a CheckSpec or a Check class): title, needs, the docstring, the options
+    with their sources."""
+    spec = CheckSpec.of(spec)
     needs = ", ".join(sorted(spec.needs)) or "nothing"
     return (f"# {spec.code} {spec.name}\n\nLayer: {spec.layer.value}. Needs: {needs}.\n\n"
             f"{spec.doc()}\n\n## Options\n\n{options_table(spec)}\n\nOverride with "

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from degrade.metric_direction import higher_is_better
 from degrade.checks.reachability import curves as C
 from degrade.run import open_run
 from degrade.inputs.native import prediction_records
@@ -148,11 +149,6 @@ def final_metrics(run: Run) -> dict[str, float]:
         if v.size:
             out[name] = float(v[-1])
     return out
-
-
-def higher_is_better(name: str) -> bool:
-    from degrade.checks.reachability.r202_overfitting import _HIGHER_IS_BETTER
-    return bool(_HIGHER_IS_BETTER.search(name))
 
 
 def _compare_metric(name: str, ra: Run, rb: Run, a: float, b: float) -> MetricComparison:

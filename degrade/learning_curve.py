@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from degrade.checks.reachability import curves as C
-from degrade.compare import higher_is_better, run_params
+from degrade.compare import run_params
+from degrade.metric_direction import higher_is_better
 from degrade.errors import InputError
 from degrade.run import open_run
 from degrade.run.run import Run

@@ -112,3 +112,40 @@ def test_real_run_best_checkpoint_distance():
     assert over.best_step < 0.1 * over.last_step and over.last_minus_best > 1.0
     flat = read_curves(open_run(REAL_RUNS / "dheena731-tinyllama-finetune"))
     assert flat.best_step == flat.last_step == 2800 and flat.last_minus_best < 0.001
+
+
+def _engineer_readings() -> dict[str, str]:
+    """folder -> yes | no | ambiguous: the "reach degraded" column of shared/real-runs/README.md,
+    the reading an experienced engineer gave each curve before any tool was run."""
+    readme = REAL_RUNS / "README.md"
+    if not readme.is_file():
+        return {}
+    out = {}
+    for line in readme.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[4] in ("yes", "no", "ambiguous"):
+            out[cells[0]] = cells[4]
+    return out
+
+
+ENGINEER = _engineer_readings()
+
+
+@pytest.mark.parametrize("name", sorted(ENGINEER))
+def test_reachability_reads_as_the_engineer_did(name, tmp_path):
+    """Reachability is degraded exactly on the logs the engineer read as degraded (yes), carries no
+    error on those read as healthy (no), and on an ambiguous one says why whichever way it goes."""
+    out = tmp_path / "d.json"
+    r = run_cli(["diagnose", REAL_RUNS / name, "--format", "json", "--output", out])
+    assert r.code in (0, 1, 3), r.stderr
+    doc = r.json
+    reach = doc["layers"]["reachability"]["status"]
+    mine = [f for f in doc["findings"] if f["layer"] == "reachability"]
+    errors = [f["code"] for f in mine if f["severity"] == "error"]
+    reading = ENGINEER[name]
+    if reading == "yes":
+        assert reach == "degraded", (reach, [(f["code"], f["message"]) for f in mine])
+    elif reading == "no":
+        assert reach != "degraded" and not errors, [(f["code"], f["message"]) for f in mine]
+    else:
+        assert mine, "an ambiguous curve must be explained by a finding, whichever way it is read"

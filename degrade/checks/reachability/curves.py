@@ -260,6 +260,14 @@ class Rise:
     noise: float  # point-to-point noise of the curve
     points_after_best: int
     trend_p: float  # one-sided p-value that the curve rises from its minimum to the end
+    above_share: float = 0.0  # share of the points after the best lying above best + 3 noise sigmas
+
+    def level_shift(self, min_points: int = 3, min_share: float = 0.8) -> bool:
+        """The curve jumped up from its minimum and stayed there: a step, not a trend (a rank
+        trend test misses a jump followed by a plateau). Noise alone puts a point above the best
+        level + 3 sigma with probability <= 2.3% (the rolling-median minimum sits at most ~1 sigma
+        low), so `min_share` of >= `min_points` such points is not noise."""
+        return self.points_after_best >= min_points and self.above_share >= min_share
 
     @property
     def rise_fraction(self) -> float:
@@ -269,7 +277,8 @@ class Rise:
         return {"best_step": int(self.best_step), "best_loss": num(self.best_loss),
                 "last_step": int(self.last_step), "end_loss": num(self.end_loss),
                 "rise": num(self.rise), "rise_fraction": num(self.rise_fraction, 3),
-                "noise_sigma": num(self.noise), "evals_after_best": self.points_after_best}
+                "noise_sigma": num(self.noise), "evals_after_best": self.points_after_best,
+                "share_after_best_above_3_sigma": num(self.above_share, 3)}
 
 
 def end_level(values: np.ndarray) -> float:
@@ -293,8 +302,10 @@ def rise_after_min(steps: np.ndarray, values: np.ndarray) -> Rise | None:
     end = end_level(v)
     p = trend_p(after_s, after_v, "up") if after_s.size >= 3 else 1.0
     best = float(level[i])
-    return Rise(float(s[i]), best, float(s[-1]), end, end - best, noise_sigma(v),
-                int(s.size - 1 - i), p)
+    sigma = noise_sigma(v)
+    later = v[i + 1:]
+    above = float(np.mean(later > best + 3 * sigma)) if later.size and sigma > 0 else 0.0
+    return Rise(float(s[i]), best, float(s[-1]), end, end - best, sigma, int(s.size - 1 - i), p, above)
 
 
 # ---- epoch boundaries ------------------------------------------------------------------------

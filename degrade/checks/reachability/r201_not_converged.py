@@ -8,6 +8,7 @@ import numpy as np
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.run.history import eval_set_label
 
 
@@ -36,7 +37,7 @@ class LossNotConverged(Check):
         strength >= 0.5) and the last half of the fitted region clearly falls (rank trend test,
         p <= max_slope_p); or the run stopped before `unfinished_fraction` of its max_steps with
         the LR still above 10% of its peak while the curve still falls (strength >= 0.1, trend
-        p <= 5 x max_slope_p: the unfinished schedule is itself evidence);
+        p <= `unfinished_slope_p`: the unfinished schedule is itself evidence);
       - error: the descent is accelerating: the last half of the fitted region falls at least
         `accelerate_factor` times as fast as the first half, clearly (trend p <= max_slope_p) and
         by more than 3 noise sigmas. Both fitted families saturate, so on a curve that is still
@@ -60,33 +61,48 @@ class LossNotConverged(Check):
     Fix: train longer (about 2x the steps, or more data/epochs) with the LR schedule stretched to
     the new length; if the run was cut before its own max_steps, resume it to the end.
 
-    Options:
-      min_gain_fraction (0.10): projected gain from doubling the steps, as a fraction of the
-        current loss, for an error. Source: the project's starting rule; ANCHORS.md "not
-        decreasing: < 5% drop over a window" puts a plateau below 5%, so 10% is clearly above it.
-      min_drop_fraction (0.05): the same gain as a fraction of the total drop achieved so far
-        (ANCHORS.md's 5% "not decreasing" window drop, applied to the whole curve).
-      max_slope_p (0.01): one-sided p-value of a Mann-Kendall trend test (Kendall's tau of loss
-        vs step) over the last half of the fitted region, below which the curve is "clearly
-        falling relative to its noise". Rank-based, so heavy-tailed batch noise and single
-        outliers do not make a trend; with 5 evals it takes a strictly falling sequence.
-      skip_fraction (0.10): the first fraction of steps left out of the fits (the fast early fall
-        and the warmup say nothing about the end); the warmup end from the LR log also counts.
-      min_points (5): points needed in the fitted region for a curve to be fitted.
-      unfinished_fraction (0.9): global_step below this fraction of max_steps, with the LR still
-        above 10% of its peak, means the run stopped before its own schedule's end.
-      accelerate_factor (2.0): a saturating curve decelerates, so its later slope is smaller than
-        its earlier one and noise alone moves the ratio around values below 1; twice as steep, with
-        a significant trend and a drop beyond 3 noise sigmas, leaves only curves still speeding up.
-      Loss-curve extrapolation by power-law fits: ANCHORS.md ("Scaling law with LR annealing",
-      2024, fits L(s) = L0 + A*S1^-alpha - C*S2).
+    Loss-curve extrapolation by saturating fits: ANCHORS.md ("Scaling law with LR annealing",
+    2024, fits L(s) = L0 + A*S1^-alpha - C*S2).
     """
 
     code, name, layer = "R201", "loss-not-converged", Layer.REACHABILITY
     needs = frozenset({"train_curve"})
-    options = {"min_gain_fraction": 0.10, "min_drop_fraction": 0.05, "max_slope_p": 0.01,
-               "skip_fraction": 0.10, "min_points": 5, "unfinished_fraction": 0.9,
-               "accelerate_factor": 2.0}
+    options = (
+        Option("min_gain_fraction", 0.10, source="ANCHORS.md: a < 5% window drop is 'not "
+               "decreasing', so a projected 10% is clearly above a plateau",
+               help="Projected gain from doubling the steps, as a fraction of the current loss, for "
+               "strength 1."),
+        Option("min_drop_fraction", 0.05, source="ANCHORS.md's 5% 'not decreasing' window drop, "
+               "applied to the whole curve", help="The same gain as a fraction of the total drop "
+               "achieved so far, for strength 1."),
+        Option("max_slope_p", 0.01, source="Mann-Kendall trend test at alpha 0.01 (rank-based: heavy-"
+               "tailed batch noise and single outliers do not make a trend)", help="One-sided p-value "
+               "over the last half of the fitted region below which the curve clearly falls."),
+        Option("skip_fraction", 0.10, source="design choice: the fast early fall and the warmup say "
+               "nothing about the end", help="First fraction of the steps left out of the fits (the "
+               "warmup end from the LR log also counts)."),
+        Option("min_points", 5, source="design choice: a saturating fit has 3 parameters; 5 points "
+               "leave 2 degrees of freedom", help="Points needed in the fitted region to fit a curve."),
+        Option("unfinished_fraction", 0.9, source="design choice: the last 10% of a schedule with "
+               "the LR decaying to 0 changes little", help="global_step below this fraction of "
+               "max_steps means the run stopped before its own schedule's end."),
+        Option("lr_still_high", 0.1, source="reading.py's 'annealed' bound: an LR under 10% of its "
+               "peak has done its decay", help="With the LR at or above this share of its peak, an "
+               "unfinished schedule has its decay still to come."),
+        Option("min_strength", 0.1, source="design choice: a tenth of the not-converged bar is the "
+               "least gain worth naming; an unfinished schedule is evidence of its own, so it "
+               "suffices there", help="Strength of a still-improving-slowly note, and of the error on "
+               "a run stopped before its schedule's end."),
+        Option("unfinished_slope_p", 0.05, source="Mann-Kendall at conventional alpha 0.05, looser "
+               "than max_slope_p because the unfinished schedule is independent evidence",
+               help="Trend p-value needed for the unfinished-schedule error."),
+        Option("warning_strength", 0.5, source="design choice: half the error bar", help="Strength "
+               "(with the lower quartile at half of it) for a still-improving warning."),
+        Option("accelerate_factor", 2.0, source="design choice: a saturating curve decelerates, so "
+               "noise moves the late/early slope ratio around values below 1; twice as steep with a "
+               "significant trend and a drop beyond 3 noise sigmas leaves only curves still speeding up",
+               help="How much steeper the last half of the fitted region must fall than the first."),
+    )
 
     def run(self, run):
         h = run.history
@@ -140,9 +156,7 @@ class LossNotConverged(Check):
         label = eval_set_label(es) if which == "eval" else "train"
         proj = C.project_gain(s, v, fit_from, o["min_points"], end_step=float(s[-1]))
         assert proj is not None
-        # The loss before training is about the same on train and eval data, so an eval curve
-        # first logged after the fast early fall takes its starting point from the train curve.
-        first = max(float(v[0]), float(train_v[0]) if train_v.size else -np.inf)
+        first = _drop_anchor(which, s, v, train_s, train_v)
         total_drop = first - proj.level
         sel = s >= fit_from
         fs, fv = s[sel], v[sel]
@@ -196,11 +210,12 @@ class LossNotConverged(Check):
             msg += note
             return [self.finding("error", msg, confidence=min(conf, 0.95), evidence=ev, fix=fix,
                                  next_experiment=nxt)]
-        if unfinished and p <= 5 * o["max_slope_p"] and strength >= 0.1:
+        if unfinished and p <= o["unfinished_slope_p"] and strength >= o["min_strength"]:
             msg = (f"The run stopped at {schedule:.0%} of its max_steps ({ev['global_step']} of "
                    f"{ev['max_steps']})" + (f" with the LR still at {ev['lr_end_over_peak']:.0%} of "
                                            "its peak" if ev.get("lr_end_over_peak") is not None else "")
-                   + f", and {core}." + note)
+                   + f", and {core}. If this log is a snapshot of a run that went on, diagnose the "
+                   "run's final output_dir instead." + note)
             return [self.finding("error", msg, confidence=0.7 if which == "eval" else 0.6, evidence=ev,
                                  fix="Resume from the last checkpoint and finish the planned schedule "
                                      "(the LR decay still to come usually lowers the loss further).",
@@ -215,10 +230,10 @@ class LossNotConverged(Check):
                    f"{C.num(gain, 2)} from doubling the steps) understates what more steps give." + note)
             return [self.finding("error", msg, confidence=0.7 if which == "eval" else 0.6, evidence=ev,
                                  fix=fix, next_experiment=nxt)]
-        if falling and strength >= 0.5 and strength_q25 >= 0.25:
+        if falling and strength >= o["warning_strength"] and strength_q25 >= o["warning_strength"] / 2:
             return [self.finding("warning", f"{base}: still improving, below the not-converged bar.{note}",
                                  confidence=0.5, evidence=ev, fix=fix, next_experiment=nxt)]
-        if falling and strength >= 0.1:
+        if falling and strength >= o["min_strength"]:
             return [self.finding("info", f"The {label} loss is still improving slowly at the end "
                                  f"(projected {C.num(gain, 2)} from doubling the steps, {pct}).",
                                  confidence=0.5, evidence=ev,
@@ -240,7 +255,7 @@ class LossNotConverged(Check):
         frac = gs / ms
         ev.update({"global_step": int(gs), "max_steps": int(ms), "schedule_done": C.num(frac, 3)})
         lr_ratio = ev.get("lr_end_over_peak")
-        if frac < self.opts["unfinished_fraction"] and (lr_ratio is None or lr_ratio >= 0.1):
+        if frac < self.opts["unfinished_fraction"] and (lr_ratio is None or lr_ratio >= self.opts["lr_still_high"]):
             return frac
         return None
 
@@ -282,3 +297,20 @@ def _rising(rise: C.Rise) -> bool:
     """Eval loss clearly rising since a minimum well before the end (R202's reading, loosened)."""
     return (rise.points_after_best >= 2 and rise.best_step <= 0.9 * max(rise.last_step, 1)
             and rise.rise >= 3 * rise.noise and rise.rise_fraction >= 0.02 and rise.trend_p <= 0.05)
+
+
+def _drop_anchor(which: str, s: np.ndarray, v: np.ndarray, train_s: np.ndarray,
+                 train_v: np.ndarray) -> float:
+    """Where the total drop is measured from, on a quantity comparable with the curve's end.
+
+    The eval curve starts at its own first value, or at the train loss logged by the time of the
+    first eval when that is higher (an eval curve first logged after the fast early fall: before
+    training both estimate the same loss). Never at a train log from long before the first eval:
+    the first logs of a fine-tune (a loss of 25 at step 10 against an eval curve starting at 3.4)
+    would make every later gain look immaterial. The train curve starts at its own first value.
+    """
+    if which != "eval":
+        return float(v[0])
+    before = train_v[train_s <= s[0]][-3:]
+    return max(float(v[0]), float(np.median(before)) if before.size else -np.inf)
+

@@ -1,7 +1,6 @@
 """R202 overfitting: eval loss rising since an early minimum while the train loss keeps falling."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -9,12 +8,9 @@ import numpy as np
 from degrade.check import Check
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
+from degrade.metric_direction import at_ceiling, direction
+from degrade.option import Option
 from degrade.run.history import eval_set_label
-
-# Eval metrics where higher is better, by name; the first found is used to see whether the rise
-# of the eval loss costs the metric too (loss can rise from over-confidence while accuracy holds).
-_HIGHER_IS_BETTER = re.compile(r"(accuracy|^acc$|_acc$|f1|exact_match|^em$|bleu|rouge|precision|"
-                               r"recall|auc|matthews|mcc|spearman|pearson|chrf|meteor)", re.I)
 
 
 class Overfitting(Check):
@@ -24,15 +20,22 @@ class Overfitting(Check):
     What it detects: the U-shaped eval curve of overfitting (UMLAUT's heuristic: eval loss rising
     while train loss falls; the best checkpoint well before the last). The best step is the minimum
     of a 3-point rolling median of the main eval set's loss (one lucky evaluation is not a best
-    step); the end level is the median of the last 3 evals.
+    step); the end level is the median of the last 3 evals. The rise counts when it is a trend
+    (Mann-Kendall p <= 0.01 after the minimum) or a level shift (the loss jumped and stayed: at
+    least `shift_share` of >= 3 evals after the minimum lie above it by 3 noise sigmas; a rank
+    trend test misses a jump followed by a plateau).
       - error: the best step is at most `max_best_fraction` of the way through, the eval loss has
         risen by at least `min_rise_fraction` of its minimum and by `min_rise_sigmas` times the
-        curve's point-to-point noise, it trends up after the minimum (Mann-Kendall p <= 0.01,
-        at least `min_evals_after_best` evals after it), and the train loss fell over the same
+        curve's point-to-point noise, as a trend or a level shift, with at least
+        `min_evals_after_best` evals after the minimum, and the train loss fell over the same
         stretch;
       - warning: a smaller rise (>= 2/5 of min_rise_fraction, trend p <= 0.05), a rise with no train
-        loss to confirm it, or a rise of the loss that did not cost the eval accuracy/F1 metric
-        (over-confidence: worse calibration, same decisions);
+        loss to confirm it; or a rise of the loss while the task metric (the first eval metric
+        whose direction its name tells: accuracy, F1, WER, CER, perplexity ...) is shown to still
+        improve over the last `metric_tail_fraction` of the run (Mann-Kendall p <= 0.05 over at
+        least 4 evals) or sits at its ceiling (accuracy 1.0): over-confidence, the decisions are
+        not (yet) worse. The burden of proof is on the demotion: a metric that merely did not get
+        worse, or has too few evals to show a trend, leaves the error standing;
       - info: the eval and train losses rose together (not overfitting: see R203 instability), or
         a perception check found the failure concentrated along one axis (see below).
     Other eval sets are read the same way; when only a secondary set overfits, a warning names it.
@@ -42,7 +45,7 @@ class Overfitting(Check):
     on the train set, but not a model that generalises.
 
     Evidence used: the loss of each eval set, the train loss around the best step and at the end,
-    higher-is-better eval metrics (accuracy, F1, ...) at the best step and at the end, the
+    the task metric at the best step, at the end and its trend over the run's last part, the
     train/eval gap at the end, trainer_state's best_model_checkpoint.
 
     Deferring to perception (DESIGN.md section 1): a failure concentrated along one axis
@@ -54,21 +57,31 @@ class Overfitting(Check):
     Fix: keep the best checkpoint (load_best_model_at_end=True with metric_for_best_model, or
     EarlyStoppingCallback); then regularise: more or augmented data, fewer epochs, weight
     decay/dropout, a lower peak LR.
-
-    Options:
-      max_best_fraction (0.8): the best step must lie at or before this fraction of the last eval
-        step for an error ("best checkpoint well before the last", UMLAUT via ANCHORS.md).
-      min_rise_fraction (0.05): eval-loss rise since the minimum, as a fraction of it, for an error
-        (ANCHORS.md: 5% is the "not decreasing" window drop; the same size counts as a rise).
-      min_rise_sigmas (3.0): the rise must also exceed this many times the curve's noise (MAD of
-        first differences), so a noisy eval curve does not read as a rise.
-      min_evals_after_best (2): evals needed after the minimum to call it a trend.
     """
 
     code, name, layer = "R202", "overfitting", Layer.REACHABILITY
     needs = frozenset({"eval_curve"})
-    options = {"max_best_fraction": 0.8, "min_rise_fraction": 0.05, "min_rise_sigmas": 3.0,
-               "min_evals_after_best": 2}
+    options = (
+        Option("max_best_fraction", 0.8, source="UMLAUT (CHI 2021) via ANCHORS.md: the best "
+               "checkpoint well before the last", help="The best step must lie at or before this "
+               "fraction of the last eval step for an error."),
+        Option("min_rise_fraction", 0.05, source="ANCHORS.md: a < 5% window drop is 'not "
+               "decreasing'; the same size counts as a rise", help="Eval-loss rise since the "
+               "minimum, as a fraction of it, for an error."),
+        Option("min_rise_sigmas", 3.0, source="three-sigma rule on the curve's own point-to-point "
+               "noise (MAD of first differences)", help="The rise must also exceed this many times "
+               "the curve's noise, so a noisy eval curve does not read as a rise."),
+        Option("min_evals_after_best", 2, source="design choice: one eval after the minimum is a "
+               "point, two start a trend", help="Evals needed after the minimum to call it a trend."),
+        Option("shift_share", 0.8, source="noise bound: a point lies above the rolling-median "
+               "minimum + 3 sigma by chance with p <= 0.023, so 80% of >= 3 such points has p < 1e-4",
+               help="Share of the evals after the minimum lying above it by 3 noise sigmas that "
+               "makes a level shift."),
+        Option("metric_tail_fraction", 0.4, source="design choice: the last 40% of the run is the "
+               "stretch an early-stopping patience of a few evals would watch",
+               help="The part of the run over which the task metric must still improve to demote "
+               "the error to a warning."),
+    )
 
     def run(self, run):
         h = run.history
@@ -90,7 +103,9 @@ class Overfitting(Check):
         if level is None:
             bad = sorted(es for es, r in readings.items() if es != main and r["level"] == "error")
             if not bad:
-                return []
+                return [self.finding("info", main_r["message"], confidence=0.5, evidence=ev,
+                                     fix="None needed.", next_experiment=main_r["next"])] \
+                    if main_r["message"] else []
             level, conf = "warning", 0.5
             names = ", ".join(eval_set_label(es) for es in bad)
             msg = (f"The main eval set ({eval_set_label(main)}) does not overfit, but {names} "
@@ -136,7 +151,8 @@ class Overfitting(Check):
         ev.update(metric)
 
         level = None
-        if significant and enough and rise.trend_p <= 0.01 and best_frac <= o["max_best_fraction"] \
+        rising = rise.trend_p <= 0.01 or rise.level_shift(3, o["shift_share"])
+        if significant and enough and rising and best_frac <= o["max_best_fraction"] \
                 and rise.rise_fraction >= o["min_rise_fraction"]:
             level = "error"
         elif significant and enough and rise.trend_p <= 0.05 and best_frac <= 0.9 \
@@ -147,6 +163,15 @@ class Overfitting(Check):
         out: dict[str, Any] = {"level": level, "evidence": ev, "summary": summary,
                                "confidence": 0.0, "message": "", "fix": "", "next": ""}
         if level is None:
+            if rise.rise_fraction >= o["min_rise_fraction"] and enough:  # say why it is not a rise
+                out["message"] = (
+                    f"The {label} loss ended {C.num(rise.rise, 3)} (+{rise.rise_fraction:.0%}) above its "
+                    f"minimum at step {int(rise.best_step)}, but that is {rise.rise / rise.noise:.1f} times "
+                    f"its point-to-point noise ({C.num(rise.noise, 3)}) with no clear trend (p "
+                    f"{C.num(rise.trend_p, 2)}): not read as overfitting." if rise.noise > 0 else
+                    f"The {label} loss ended {C.num(rise.rise, 3)} above its minimum with no clear trend: "
+                    "not read as overfitting.")
+                out["next"] = self._next(h, label, rise)
             return out
 
         head = (f"The {label} loss bottomed at {C.num(rise.best_loss, 3)} at step {int(rise.best_step)} "
@@ -173,15 +198,21 @@ class Overfitting(Check):
                                             else "was not logged") + ", so it is not confirmed")
             level = "warning"
             conf = min(conf, 0.5)
-        if metric.get("metric_trend") == "held":
+        state, m = metric.get("metric_trend"), metric.get("metric")
+        if state in ("improving", "ceiling"):
             level = "warning"
             conf = min(conf, 0.5)
-            head += (f"; {metric['metric']} did not fall ({metric['metric_at_best']} at the best step, "
-                     f"{metric['metric_end']} at the end): over-confidence, not yet costing "
-                     f"{metric['metric']}")
-        elif metric.get("metric_trend") == "fell":
+            why = ("is still improving over the run's last part" if state == "improving"
+                   else "is at its ceiling")
+            head += (f"; {m} {why} ({metric['metric_at_best']} at the best-loss step, "
+                     f"{metric['metric_end']} at the end): over-confidence, not yet costing {m}")
+        elif state == "worsened":
             conf += 0.05
-            head += f"; {metric['metric']} fell from {metric['metric_at_best']} to {metric['metric_end']}"
+            head += f"; {m} worsened from {metric['metric_at_best']} to {metric['metric_end']}"
+        elif state == "stalled":
+            head += (f"; {m} was {metric['metric_at_best']} at the best-loss step and "
+                     f"{metric['metric_end']} at the end, with no measurable improvement over the last "
+                     f"{o['metric_tail_fraction']:.0%} of the run")
         out["summary"]["reading"] = level
         out.update(level=level, confidence=round(min(conf, 0.95), 3), message=head + ".", fix=fix,
                    next=self._next(h, label, rise))
@@ -203,22 +234,30 @@ class Overfitting(Check):
             trend = "unknown"
         return {"train_loss_at_best": C.num(at_best), "train_end_loss": C.num(end), "train_trend": trend}
 
-    @staticmethod
-    def _metric(h, es: str, best_step: float) -> dict[str, Any]:
-        """A higher-is-better eval metric at the best-loss step vs at the end."""
-        names = [m for m in h.eval_metrics(es) if _HIGHER_IS_BETTER.search(m)]
+    def _metric(self, h, es: str, best_step: float) -> dict[str, Any]:
+        """The task metric at the best-loss step vs at the end: worsened, still improving over the
+        run's last part, at its ceiling, or stalled (none of those shown)."""
+        names = [m for m in h.eval_metrics(es) if direction(m) is not None and not m.endswith("loss")]
         if not names:
             return {}
         name = min(names, key=lambda m: (0 if "accuracy" in m else 1, m))
+        sign = direction(name)
         s, v = C.finite(*h.series(name, es))
         if s.size < 3:
             return {}
         at_best = float(v[int(np.argmin(np.abs(s - best_step)))])
         end = C.end_level(v)
         tol = max(C.noise_sigma(v), 0.005 * abs(at_best))
-        trend = "fell" if end < at_best - tol else "held"
+        tail = s >= s[-1] - self.opts["metric_tail_fraction"] * (s[-1] - s[0])
+        improving = int(tail.sum()) >= 4 and C.trend_p(s[tail], v[tail], "up" if sign > 0 else "down") <= 0.05
+        if sign * (end - at_best) < -tol:
+            state = "worsened"
+        elif sign > 0 and at_ceiling(name, end):
+            state = "ceiling"
+        else:
+            state = "improving" if improving else "stalled"
         return {"metric": name, "metric_at_best": C.num(at_best), "metric_end": C.num(end),
-                "metric_trend": trend}
+                "metric_trend": state, "metric_higher_is_better": sign > 0}
 
     @staticmethod
     def _next(h, label: str, rise: C.Rise) -> str:

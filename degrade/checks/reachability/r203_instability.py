@@ -8,6 +8,7 @@ import numpy as np
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.run.history import eval_set_label
 
 
@@ -31,9 +32,15 @@ class TrainingInstability(Check):
         total drop (so a converged near-zero loss doubling is not a spike). Spikes that came back
         into the noise band are a warning; one still unresolved at the end is a warning too (the
         divergence test speaks when the level stays up);
+      - a run that went backwards: the main eval loss was lowest among its first evals (rank
+        chance k/n <= `first_best_p`) or jumped up from an early minimum and stayed, and ended
+        `worse_fraction` above it, while the train loss ended `worse_fraction` above its first log
+        (error). This needs only 2 train logs, so it reads runs that log rarely;
       - grad-norm explosions: a grad norm >= `grad_explosion_factor` times the rolling median of
-        the preceding points after the warmup, or a median grad norm over the last 20% of steps
-        that many times the one after warmup (warning).
+        the preceding points after the warmup and at least the run's median grad norm (so a blip
+        after a loss memorised to ~0 is not an explosion), or a median grad norm over the last 20%
+        of steps that many times the one after warmup; grad norms exactly 0 on
+        `zero_grad_share` of the logged steps after warmup (warning).
 
     Why it matters: an unstable run did not reach what its model can do: the weights at the end
     are a casualty of the optimiser, not the product of the data. NaNs poison every later step.
@@ -45,23 +52,36 @@ class TrainingInstability(Check):
     (empty or very long sequences, label errors); for attention-logit growth, QK-norm or
     softmax capping.
 
-    Options:
-      diverge_factor (2.0): final loss >= this times the minimum reached is divergence
-        (ANCHORS.md: "Loss diverging: >= 2x the minimum reached").
-      spike_z (6.0): robust z-score of a loss spike. No published threshold exists; 6 robust
-        sigmas keeps heavy-tailed but healthy noisy curves (batch-size-1 fine-tunes) quiet.
-      spike_min_jump (0.25): the spike must also exceed the local median by this fraction.
-      window (10): points of the rolling median a spike is measured against.
-      grad_explosion_factor (10.0): a grad norm this many times its rolling median is an
-        explosion. AUTOTRAINER flags exploding gradients at a first/last-layer norm ratio > 70 or
-        NaN (ANCHORS.md); across time, with clipping usually on, 10x is already far outside
-        healthy runs' fluctuation (2-5x in the real logs we read).
     """
 
     code, name, layer = "R203", "training-instability", Layer.REACHABILITY
     needs = frozenset({"history"})
-    options = {"diverge_factor": 2.0, "spike_z": 6.0, "spike_min_jump": 0.25, "window": 10,
-               "grad_explosion_factor": 10.0}
+    options = (
+        Option("diverge_factor", 2.0, source="ANCHORS.md: 'Loss diverging: >= 2x the minimum reached'",
+               help="Final loss >= this times the minimum reached is divergence."),
+        Option("spike_z", 6.0, source="design choice, no published threshold: 6 robust sigmas keeps "
+               "heavy-tailed but healthy noisy curves (batch-size-1 fine-tunes) quiet",
+               help="Robust z-score of a loss spike against the rolling median of the points before."),
+        Option("spike_min_jump", 0.25, source="design choice: a spike must be visible on the loss "
+               "itself, a quarter above its local level", help="The spike must also exceed the local "
+               "median by this fraction."),
+        Option("window", 10, source="design choice: the rolling median of ten logs, long enough to "
+               "ignore one outlier, short enough to follow the curve", help="Points of the rolling "
+               "median a spike or a grad norm is measured against."),
+        Option("grad_explosion_factor", 10.0, source="AUTOTRAINER flags exploding gradients at a "
+               "norm ratio > 70 (ANCHORS.md); across time with clipping on, 10x is far outside the "
+               "2-5x fluctuation of healthy real logs (shared/real-runs)", help="A grad norm this many "
+               "times its rolling median, and at least the run's median grad norm, is an explosion."),
+        Option("worse_fraction", 0.05, source="ANCHORS.md: a < 5% window drop is 'not decreasing'; "
+               "the same size counts as ending worse", help="How far above their best (eval) and "
+               "first (train) values both curves must end to read as a run that went backwards."),
+        Option("first_best_p", 0.05, source="conventional alpha 0.05 for the rank probability k/n "
+               "that the lowest of n exchangeable evals falls among the first k",
+               help="Chance level below which an eval minimum this early is not luck."),
+        Option("zero_grad_share", 0.1, source="TheDeepChecker (ANCHORS.md): an update exactly 0 means "
+               "an untrained parameter; one step in ten is far beyond skipped fp16 steps",
+               help="Share of logged grad norms after warmup that are exactly 0 for a warning."),
+    )
 
     def run(self, run):
         h = run.history
@@ -69,10 +89,11 @@ class TrainingInstability(Check):
         findings += self._non_finite(h)
         steps, loss = h.series("loss")
         fs, fv = C.finite(steps, loss)
+        findings += self._got_worse(h, fs, fv)
         if fs.size < 5 and not findings:
             raise CheckSkipped(f"the history has {fs.size} finite training-loss point(s); at least 5 "
                                "are needed to look for spikes and divergence")
-        if fs.size >= 5:
+        if fs.size >= 5 and not any(f.evidence.get("reading") == "got-worse" for f in findings):
             div = self._divergence(fs, fv)
             findings += div
             if not div:
@@ -179,6 +200,57 @@ class TrainingInstability(Check):
                             "halved (or the same LR with gradient clipping at 1.0): a loss that keeps "
                             "falling past that step confirms an optimiser instability.")]
 
+    # ---- both curves ended worse than they started ------------------------------------------
+    def _got_worse(self, h, ts: np.ndarray, tv: np.ndarray) -> list:
+        """The main eval loss was best at the start and the train loss ended above its first log.
+
+        With few train logs (a Whisper fine-tune logging every 500 steps has 5), the rolling
+        levels of the divergence test cannot be formed; two curves that both went backwards are
+        evidence of their own. Eval: the lowest eval loss is among the first k of n evals, which
+        happens by chance with probability k/n when the evals are exchangeable (no change), or the
+        curve jumped up from its minimum and stayed (a level shift, curves.Rise); the end is
+        `worse_fraction` above the minimum. Train: the end level is `worse_fraction` above the
+        first logged value (and 3 noise sigmas when there are >= 5 points). A healthy run's train
+        loss ends far below its first log, and an overfitting one's falls (R202), so neither
+        reads this way.
+        """
+        es = h.main_eval_set()
+        if es is None or tv.size < 2:
+            return []
+        s, v = C.finite(*h.series("loss", es))
+        if v.size < 5:
+            return []
+        f = self.opts["worse_fraction"]
+        i = int(np.argmin(v))
+        p_first = (i + 1) / v.size
+        rise = C.rise_after_min(s, v)
+        shifted = rise is not None and rise.level_shift() and rise.best_step <= s[0] + 0.2 * (s[-1] - s[0])
+        eval_end = C.end_level(v)
+        train_first, train_end = float(tv[0]), C.end_level(tv)
+        sigma = C.noise_sigma(tv) if tv.size >= 5 else 0.0
+        eval_worse = (p_first <= self.opts["first_best_p"] or shifted) and v[i] > 0 \
+            and eval_end >= (1 + f) * float(v[i])
+        train_worse = train_first > 0 and train_end >= (1 + f) * train_first \
+            and train_end - train_first >= 3 * sigma
+        if not (eval_worse and train_worse):
+            return []
+        label = eval_set_label(es)
+        ev = {"reading": "got-worse", "eval_set": label, "eval_best": C.num(v[i]),
+              "eval_best_step": int(s[i]), "eval_best_rank_p": C.num(p_first, 3), "evals": int(v.size),
+              "eval_end": C.num(eval_end), "train_first": C.num(train_first),
+              "train_first_step": int(ts[0]), "train_end": C.num(train_end), **C.lr_state(h)}
+        return [self.finding(
+            "error", f"The run went backwards: the {label} loss was lowest at step {int(s[i])} "
+            f"({C.num(v[i], 3)}, eval {i + 1} of {v.size}) and ended at {C.num(eval_end, 3)} "
+            f"(+{eval_end / v[i] - 1:.0%}), and the train loss ended at {C.num(train_end, 3)}, "
+            f"{train_end / train_first - 1:+.0%} from its first log ({C.num(train_first, 3)} at step "
+            f"{int(ts[0])}). Training made the model worse than it was early on: the optimiser "
+            "diverged (usually a peak LR far too high).",
+            confidence=0.8, evidence=ev, fix=self._fix(),
+            next_experiment=f"Rerun with the peak LR divided by 10 (or by 3 with twice the warmup), "
+                            f"evaluating as often: an eval loss that keeps falling past step {int(s[i])} "
+                            "confirms the LR as the cause.")]
+
     # ---- spikes ------------------------------------------------------------------------------
     def _spikes(self, s: np.ndarray, v: np.ndarray) -> list:
         """Spikes on the log scale when the loss is positive: per-example losses are right-skewed
@@ -247,8 +319,12 @@ class TrainingInstability(Check):
         w = int(self.opts["window"])
         med = C.trailing_median(g, w)
         idx = np.arange(g.size)
+        typical = float(np.median(g[s >= start])) if (s >= start).any() else float(np.median(g))
         with np.errstate(invalid="ignore"):
-            hit = (idx >= 3) & (s >= start) & (med > 0) & (g >= k * med)
+            # Scale-aware: after a loss memorised to ~0 the grad norms shrink by orders of
+            # magnitude, and a blip there is x1000 its local median while still below the norm
+            # the run trained at; an explosion must also reach the run's typical norm.
+            hit = (idx >= 3) & (s >= start) & (med > 0) & (g >= k * med) & (g >= typical)
         hits = [{"step": int(s[i]), "grad_norm": C.num(g[i]), "local_median": C.num(med[i]),
                  "ratio": C.num(g[i] / med[i], 3)} for i in np.flatnonzero(hit)]
         post = g[s >= start]
@@ -258,7 +334,12 @@ class TrainingInstability(Check):
             early, late = float(np.median(post[:n])), float(np.median(post[-n:]))
             if early > 0 and late >= k * early:
                 growth = late / early
-        if not hits and growth is None:
+        zeros = float(np.mean(post == 0)) if post.size else 0.0
+        if zeros >= self.opts["zero_grad_share"]:
+            hits_zero = {"zero_grad_norm_share": C.num(zeros, 3), "points_after_warmup": int(post.size)}
+        else:
+            hits_zero = None
+        if not hits and growth is None and hits_zero is None:
             return []
         ev: dict[str, Any] = {"explosions": hits[:20], "n_explosions": len(hits),
                               "factor_threshold": k, "grad_norm_median": C.num(np.median(g))}
@@ -270,6 +351,10 @@ class TrainingInstability(Check):
         if growth is not None:
             ev["late_over_early_median"] = C.num(growth, 3)
             parts.append(f"the median grad norm grew x{growth:.0f} from after warmup to the end")
+        if hits_zero is not None:
+            ev.update(hits_zero)
+            parts.append(f"the grad norm was exactly 0 at {zeros:.0%} of the logged steps after warmup "
+                         "(no gradient reached the weights on those steps)")
         text = "; ".join(parts)
         return [self.finding("warning", text[0].upper() + text[1:] + ".", confidence=0.5,
                              evidence=ev, fix=self._fix(),

@@ -10,6 +10,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.checks.reachability import weights as W
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.run.layer_stats import read_layer_stats
 
 _EMBEDDING = ("emb", "wte", "wpe", "tok.", "pos.", "lm_head", "head.weight", "shared")
@@ -31,6 +32,9 @@ class LearningRate(Check):
         started (it never settled: oscillating or stuck near chance). Too low: the train loss
         fell by less than `min_drop_fraction` of its start and its last half still falls steadily
         (Mann-Kendall p <= 0.01): a straight slow decline.
+      - a rising curve (ended above its start, or its last half trending up) is never read as
+        an LR too low, whatever the ratio says: raising the LR while the loss rises is the
+        opposite of what R203's reading of the same curve advises;
       - error: the ratio is beyond a TheDeepChecker bound and the curve agrees (too high: the loss
         never came down — then a ratio 10x the healthy 1e-3 is enough; too low: the loss barely
         moved or declines slowly); warning: the ratio alone (with a healthy curve); info: the
@@ -51,21 +55,24 @@ class LearningRate(Check):
     Fix: too high: lower the peak LR 3-10x, add warmup, clip gradients; too low: raise it 10-30x
     (or run an LR range test: the largest LR at which the loss still falls smoothly, /3).
 
-    Options:
-      high_log10 (-1.0): log10 update ratio above which steps are too large (TheDeepChecker).
-      low_log10 (-4.0): log10 update ratio below which steps are too small (TheDeepChecker).
-      stuck_high_log10 (-2.0): with a loss that never came down, a ratio above this (10x the
-        healthy 1e-3) already reads as too high.
-      stuck_fraction (0.7): final/initial train loss at or above this means the loss never came
-        down (ANCHORS.md's "not decreasing" rule applied to the whole run, loosened to 30%).
-      min_drop_fraction (0.2): a train-loss drop below this fraction of the start, still falling,
-        is a straight slow decline.
     """
 
     code, name, layer = "R206", "learning-rate", Layer.REACHABILITY
     needs = frozenset({"train_curve"})
-    options = {"high_log10": -1.0, "low_log10": -4.0, "stuck_high_log10": -2.0, "stuck_fraction": 0.7,
-               "min_drop_fraction": 0.2}
+    options = (
+        Option("high_log10", -1.0, source="TheDeepChecker via ANCHORS.md: log10 update ratio > -1 "
+               "is too fast", help="log10 update/weight ratio above which steps are too large."),
+        Option("low_log10", -4.0, source="TheDeepChecker via ANCHORS.md: log10 update ratio < -4 "
+               "is too slow", help="log10 update/weight ratio below which steps are too small."),
+        Option("stuck_high_log10", -2.0, source="cs231n's healthy ratio ~1e-3 (ANCHORS.md), times 10",
+               help="With a loss that never came down, a ratio above this already reads as too high."),
+        Option("stuck_fraction", 0.7, source="ANCHORS.md's 'not decreasing' rule applied to the whole "
+               "run, loosened to 30%", help="Final/initial train loss at or above this means the loss "
+               "never came down."),
+        Option("min_drop_fraction", 0.2, source="design choice: a fifth of the starting loss is the "
+               "least a run that is not stuck drops", help="A train-loss drop below this fraction of "
+               "the start, still falling, is a straight slow decline."),
+    )
 
     def run(self, run):
         o = self.opts
@@ -81,7 +88,7 @@ class LearningRate(Check):
         # A loss that never came down while the weights moved >= 10x the healthy 1e-3 per step
         # (a lower bound when read from checkpoints) is too-large steps even under the 1e-1 bound.
         high = log_r is not None and (log_r > o["high_log10"] or
-                                      (shape == "stuck" and log_r > o["stuck_high_log10"]))
+                                      (shape in ("stuck", "rising") and log_r > o["stuck_high_log10"]))
         low = log_r is not None and log_r < o["low_log10"] and not bound
         fix_high = ("Lower the peak learning rate 3-10x (and/or lengthen the warmup, clip gradients "
                     "at 1.0).")
@@ -95,13 +102,21 @@ class LearningRate(Check):
                 f"(log10 {log_r:.1f}{', a lower bound from checkpoints' if bound else ''}; ~1e-3 is "
                 f"healthy, TheDeepChecker's bounds are 1e-4..1e-1)") if log_r is not None else ""
         if high:
-            agree = shape == "stuck"
+            agree = shape in ("stuck", "rising")
             msg = f"The learning rate looks too high: {rtxt}"
             msg += (f", and the train loss never came down (ends at {ev['end_over_start']:.0%} of its "
                     "start)." if agree else ".")
             findings.append(self.finding("error" if agree else "warning", msg,
                                          confidence=0.8 if agree else 0.45, evidence=ev,
                                          fix=fix_high, next_experiment=nxt_high))
+        elif low and shape == "rising":
+            # Never advise raising the LR while the loss rises (R203 reads that curve): small
+            # steps and a rising loss contradict each other, so neither is blamed here.
+            findings.append(self.finding(
+                "warning", f"The weights barely move ({rtxt}), yet the train loss rises: this is not "
+                "an LR too low. Look at R203 (instability) and at the data order before changing the LR.",
+                confidence=0.4, evidence=ev, fix="Do not raise the learning rate while the loss rises; "
+                "find why it rises first (R203).", next_experiment=nxt_high))
         elif low:
             agree = shape in ("slow", "stuck")
             msg = f"The learning rate looks too low: {rtxt}"
@@ -185,8 +200,10 @@ class LearningRate(Check):
             return None
         ev.update({"train_loss_start": C.num(start), "train_loss_end": C.num(end),
                    "end_over_start": C.num(end / start, 3), "drop_fraction": C.num(1 - end / start, 3)})
+        half = s.size // 2
+        if end > start or C.trend_p(s[half:], v[half:], "up") <= 0.01:
+            return "rising"  # ended above its start, or its last half climbs
         if end >= self.opts["stuck_fraction"] * start:
-            half = s.size // 2
             p = C.trend_p(s[half:], v[half:], "down")
             ev["last_half_trend_p"] = C.num(p, 3)
             if 1 - end / start < self.opts["min_drop_fraction"] and p <= 0.01:
