@@ -1,9 +1,10 @@
 """The check contract (deepchecks' split: a Check computes, a CheckResult records, a Suite runs).
 
 A check declares a stable `code`, a `name`, the `layer` it speaks about, the inputs it `needs`
-(see degrade/needs.py) and its thresholds as `options` with documented defaults. Its docstring has
-the sections What it detects / Why it matters / Evidence used / Fix / Options, which
-`degrade checks CODE` prints.
+(see degrade/needs.py) and its thresholds as `options`: Option(name, default, source, help)
+declarations (degrade/option.py). Its docstring has the sections What it detects / Why it matters /
+Evidence used / Fix; `degrade checks CODE` prints it with the options table generated from the
+declarations (degrade/check_docs.py).
 """
 from __future__ import annotations
 

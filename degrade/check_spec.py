@@ -49,7 +49,8 @@ class CheckSpec:
         return inspect.cleandoc(self.docstring or "(no documentation)")
 
     def summary(self) -> str:
-        return self.doc().splitlines()[0]
+        """The docstring's first paragraph, on one line."""
+        return " ".join(self.doc().split("\n\n")[0].split())
 
     @classmethod
     def of(cls, check_class) -> "CheckSpec":

@@ -9,6 +9,7 @@ import torch
 from degrade.check import Check, CheckSkipped
 from degrade.engine.batching import probe_length
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.stats import num
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -42,22 +43,40 @@ class CausalMaskLeak(Check):
     the model's own mask builder), combine it with the padding mask instead of replacing it, and
     normalise the attention softmax over the key axis (dim=-1). Then retrain: the trained weights
     rely on the leak.
-
-    Options:
-      n_sequences (16): at most this many eval sequences (as many as the budget's probe share pays
-        for; sequences shorter than 4 tokens are not used).
-      n_cuts (4): cut points per sequence (at 1/4, 1/2, 3/4 of the length and the last position).
-      atol (1e-5), rtol (1e-4): tolerance on the logit change, absolute and relative to the logit
-        scale; float32 kernels differ by ~1e-7 relative. Half precision models use 100x both.
-      max_length (512): sequences are truncated to this many tokens (and to the model's position
-        table) to bound the cost; and to as many as keep four [T, vocab] float32 logits within the
-        engine's logits budget (256 MB: 326 tokens of a 50,257-token vocabulary).
     """
 
     code, name, layer = "I301", "causal-mask-leak", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data", "causal_lm"})
     probes = 1
-    options = {"n_sequences": 16, "n_cuts": 4, "atol": 1e-5, "rtol": 1e-4, "max_length": 512}
+    options = (
+        Option("n_sequences", 16,
+               source="design choice: bounds the cost (as many as the budget's probe share pays for); "
+                      "the number is chosen by hand",
+               help="At most this many eval sequences (sequences shorter than 4 tokens are not used)."),
+        Option("n_cuts", 4,
+               source="design choice: cut points spread over the sequence (1/4, 1/2, 3/4 of the length "
+                      "and the last position)",
+               help="Cut points per sequence."),
+        Option("atol", 1e-5,
+               source="design choice: a correct causal LM changes by exactly 0 on most kernels, float32 "
+                      "kernels by ~1e-7 relative; the margin is chosen by hand",
+               help="Absolute tolerance on the logit change at positions <= t (the tolerance is "
+                    "atol + rtol * logit scale)."),
+        Option("rtol", 1e-4,
+               source="design choice: float32 kernels differ by ~1e-7 of the logit scale; 1e-4 leaves "
+                      "a wide margin",
+               help="Tolerance on the logit change relative to the logit scale (the standard deviation "
+                    "of the logits over the vocabulary, averaged over positions)."),
+        Option("half_precision_factor", 100,
+               source="design choice: float16/bfloat16 round far more coarsely than float32 (bfloat16 "
+                      "keeps 8 significant bits, float32 24); the factor is chosen by hand",
+               help="Half-precision models (float16, bfloat16) use this multiple of atol and rtol."),
+        Option("max_length", 512,
+               source="design choice: bounds the cost; the number is chosen by hand",
+               help="Sequences are truncated to this many tokens (and to the model's position table, "
+                    "and to as many as keep four [T, vocab] float32 logits within the engine's logits "
+                    "budget: 256 MB, 326 tokens of a 50,257-token vocabulary)."),
+    )
 
     @torch.no_grad()
     def run(self, run):
@@ -76,8 +95,8 @@ class CausalMaskLeak(Check):
         pool = np.unique(np.concatenate([np.asarray(s) for s in seqs]))
         param = next(model.module.parameters(), None)
         half = param is not None and param.dtype in _HALF
-        atol = o["atol"] * (100 if half else 1)
-        rtol = o["rtol"] * (100 if half else 1)
+        atol = o["atol"] * (o["half_precision_factor"] if half else 1)
+        rtol = o["rtol"] * (o["half_precision_factor"] if half else 1)
 
         module = model.module
         was_training = module.training

@@ -9,6 +9,7 @@ import torch
 
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.probing.ablation import head_weight_is_zero
 from degrade.engine import MIN_PROBE_ROWS
 from degrade.probing.ablation_probe import MAX_LEN, AblationProbe
@@ -71,29 +72,49 @@ class ComponentAblation(Check):
     Fix: components that cannot contribute: find the code that zeroes, masks, prunes or bypasses
     them and remove it, then retrain. Dead heads in a working model: prune them, or use fewer heads
     or a smaller model.
-
-    Options:
-      dead_fraction (0.002): Δ confidently below this fraction of G is "dead". Source: the
-        project's choice, calibrated on DegradeBench's tiny models (a trained GPT-2 copy model's
-        heads that matter cost 0.14-0.42 nats of a 2.2 gain; its unused heads 0.0016 or less).
-        Head-pruning work (Michel et al. 2019, ANCHORS.md) shows many heads can be removed alone
-        at little cost, which is why a dead head in a working model is only a warning.
-      carry_fraction (0.5): Δ above this fraction of G is "carrying" (info).
-      min_gain_fraction (0.05): G must exceed this fraction of the trivial loss for the loss
-        readings (dead, carrying, harmful) to be made.
-      effect_tol (1e-6): a removal whose max logit change is below this fraction of the logit
-        scale changes nothing (float32 noise is ~1e-7; half precision models use 1000x).
-      probe_examples (8): at most this many examples in the probe batch when attribution ranks the
-        components (truncated to 128 tokens; the budget's probe share sizes it).
-      mode ("zero"): "zero" or "mean" ablation (mean: the component's mean output over the sample,
-        which removes only what it says about each input).
     """
 
     code, name, layer = "I302", "component-ablation", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
     probes = 1
-    options = {"dead_fraction": 0.002, "carry_fraction": 0.5,
-               "min_gain_fraction": 0.05, "effect_tol": 1e-6, "probe_examples": 8, "mode": "zero"}
+    options = (
+        Option("dead_fraction", 0.002,
+               source="DegradeBench v1 (the hand-built cases used in development; tiny models): a "
+                      "trained GPT-2 copy model's heads that matter cost 0.14-0.42 nats of a 2.2 gain, "
+                      "its unused heads 0.0016 or less. Head-pruning work (Michel et al. 2019, "
+                      "ANCHORS.md) shows many heads can be removed alone at little cost, which is why a "
+                      "dead head in a working model is only a warning",
+               help='A loss change confidently (by se_multiple SEs) below this fraction of G is "dead".'),
+        Option("carry_fraction", 0.5,
+               source='design choice: "most" of what the model gained over a trivial predictor',
+               help='A loss change above this fraction of G is "carrying" (info).'),
+        Option("min_gain_fraction", 0.05,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="G must exceed this fraction of the trivial loss for the loss readings (dead, "
+                    "carrying, harmful) to be made."),
+        Option("se_multiple", 2.0,
+               source="statistical convention: about a two-sided 95% interval (1.96 SE)",
+               help='Standard errors of the loss change that must clear the threshold for "dead" '
+                    '(change + this many SE <= dead_fraction * G) and "harmful".'),
+        Option("effect_tol", 1e-6,
+               source="design choice: float32 noise is ~1e-7 of the logit scale",
+               help="A removal whose max logit change is below this fraction of the logit scale "
+                    "changes nothing (the component cannot contribute)."),
+        Option("half_precision_factor", 1000,
+               source="design choice: float16/bfloat16 round far more coarsely than float32 (bfloat16 "
+                      "keeps 8 significant bits, float32 24); the factor is chosen by hand",
+               help="Half-precision models (float16, bfloat16) use this multiple of effect_tol."),
+        Option("probe_examples", 8,
+               source="design choice: bounds the cost (the budget's probe share sizes it); the number "
+                      "is chosen by hand",
+               help="At most this many examples in the probe batch when attribution ranks the "
+                    "components (truncated to 128 tokens)."),
+        Option("mode", "zero",
+               source="design choice: zero ablation, one of the zero / mean / resample ablations "
+                      "ANCHORS.md lists; a method, not a threshold",
+               help="\"zero\" or \"mean\" ablation (mean: the component's mean output over the sample, "
+                    "which removes only what it says about each input)."),
+    )
 
     def run(self, run):
         o = self.opts
@@ -105,7 +126,7 @@ class ComponentAblation(Check):
         base = seen.scores
         param = next(model.module.parameters(), None)
         half = param is not None and param.dtype in (torch.float16, torch.bfloat16)
-        tol = o["effect_tol"] * (1000 if half else 1)
+        tol = o["effect_tol"] * (o["half_precision_factor"] if half else 1)
 
         # 1. Exactly inert: output 0 on every real token, or all-zero weights reading the head.
         zero_out = [c for c in comps.all if stats.called(c) and stats.max_abs[(c.module_name, c.head)] == 0.0]
@@ -179,13 +200,14 @@ class ComponentAblation(Check):
         live = [c for c in candidates if c not in no_effect and c not in zero_w]
         deltas = {c: exact[c][1] if c in exact else est[c] for c in live}
         thresh = o["dead_fraction"] * gain
+        k_se = o["se_multiple"]
 
         def is_dead(d: tuple[float, float]) -> bool:
-            return d[0] + 2 * d[1] <= thresh  # confidently below the threshold
+            return d[0] + k_se * d[1] <= thresh  # confidently below the threshold
 
         dead = [c for c in live if is_dead(deltas[c])]
         carry = [c for c in live if deltas[c][0] >= o["carry_fraction"] * gain]
-        harmful = [c for c in live if deltas[c][0] + 2 * deltas[c][1] < -thresh]
+        harmful = [c for c in live if deltas[c][0] + k_se * deltas[c][1] < -thresh]
         top = sorted(deltas.items(), key=lambda kv: -kv[1][0])[:32]
         ev["delta_loss"] = {c.label: num(d[0], 3) for c, d in top}
         ev["delta_loss_se"] = {c.label: num(d[1], 2) for c, d in top}

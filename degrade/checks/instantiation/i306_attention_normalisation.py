@@ -7,6 +7,7 @@ import torch
 
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.probing.components import find_components
 from degrade.probing.softmax_capture import capture_softmax
 from degrade.stats import num
@@ -33,6 +34,8 @@ class AttentionNormalisation(Check):
         over heads or batch other invariances break. Error. Fused kernels
         (scaled_dot_product_attention) normalise over keys by construction and show no call; the
         evidence says when no attention softmax was seen.
+    Missing 1/sqrt(d) scaling is not reported: a trained model can absorb it into its weights, so it
+    is not visible as a broken invariance.
 
     Why it matters: attention that is not a weighted average over keys is not the architecture
     that was designed: outputs depend on other positions or other examples in ways the hypothesis
@@ -44,22 +47,33 @@ class AttentionNormalisation(Check):
 
     Fix: normalise attention scores over the key axis (`softmax(scores, dim=-1)` for scores laid
     out [batch, heads, query, key]); never normalise over the batch; then retrain.
-
-    Options:
-      n_sequences (8): at most this many eval sequences in the batch test (as many as the budget's
-        probe share pays for; at least 2 are needed).
-      atol (1e-5), rtol (1e-3): tolerance on the alone-vs-batched logit change, absolute and
-        relative to the logit scale; batched float32 kernels differ by ~1e-6 relative. Half
-        precision models use 100x both.
-      max_length (128): sequences are cut to this many tokens.
-      Missing 1/sqrt(d) scaling is not reported: a trained model can absorb it into its weights,
-        so it is not visible as a broken invariance.
     """
 
     code, name, layer = "I306", "attention-normalisation", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
     probes = 1
-    options = {"n_sequences": 8, "atol": 1e-5, "rtol": 1e-3, "max_length": 128}
+    options = (
+        Option("n_sequences", 8,
+               source="design choice: bounds the cost (as many as the budget's probe share pays for); "
+                      "the number is chosen by hand",
+               help="At most this many eval sequences in the batch test (at least 2 are needed)."),
+        Option("atol", 1e-5,
+               source="design choice: batched float32 kernels differ by ~1e-6 relative; the margin is "
+                      "chosen by hand",
+               help="Absolute tolerance on the alone-vs-batched logit change (the tolerance is "
+                    "atol + rtol * logit scale)."),
+        Option("rtol", 1e-3,
+               source="design choice: batched float32 kernels differ by ~1e-6 of the logit scale; 1e-3 "
+                      "leaves a wide margin",
+               help="Tolerance on the alone-vs-batched logit change relative to the logit scale."),
+        Option("half_precision_factor", 100,
+               source="design choice: float16/bfloat16 round far more coarsely than float32 (bfloat16 "
+                      "keeps 8 significant bits, float32 24); the factor is chosen by hand",
+               help="Half-precision models (float16, bfloat16) use this multiple of atol and rtol."),
+        Option("max_length", 128,
+               source="design choice: bounds the cost; the number is chosen by hand",
+               help="Sequences are cut to this many tokens."),
+    )
 
     @torch.no_grad()
     def run(self, run):
@@ -72,7 +86,7 @@ class AttentionNormalisation(Check):
         L = min(min(len(data.input_ids[i]) for i in pick), int(o["max_length"]), model.positions or 10**9)
         seqs = [list(data.input_ids[i][:L]) for i in pick]
         param = next(model.module.parameters(), None)
-        f = 100 if param is not None and param.dtype in _HALF else 1
+        f = o["half_precision_factor"] if param is not None and param.dtype in _HALF else 1
         atol, rtol = o["atol"] * f, o["rtol"] * f
 
         module = model.module

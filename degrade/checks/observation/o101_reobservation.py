@@ -14,6 +14,7 @@ from degrade.checks.observation._stats import (
     fpc, mean_se, metric_kind, num, ratio_se,
 )
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.run.history import eval_set_label
 
 if TYPE_CHECKING:
@@ -44,29 +45,41 @@ class Reobservation(Check):
     the example-mean estimates counts as a match, otherwise the distance to the closer one is used.
     Fix: evaluate under model.eval() and torch.no_grad(); evaluate and save the same weights; use
     the exact eval data and preprocessing of training (tokenizer, truncation, label masking).
-    Options:
-      se_multiple (3.0): a mismatch must exceed this many standard errors of the comparison.
-        When only a sample of the eval set is scored (--budget), the SE is the per-example SE of
-        the recomputed mean times the finite-population correction sqrt(1 - n/N) (the logged value
-        is the full-set mean). 3 SE: 0.27% false alarms per comparison under normality. When the
-        whole eval set is rescored the sampling term is 0 and only the numeric tolerances apply.
-      rel_tol (0.02): relative tolerance on the loss: half-precision eval (bf16 logits carry ~0.4%
-        relative rounding), padding and batch composition move a loss by well under 2%; a
-        dropout-active eval of a trained transformer or a different eval set moves it by more.
-      abs_tol (0.001): absolute loss tolerance (relative tolerance is meaningless near 0).
-      acc_abs_tol (0.01): absolute tolerance on accuracy (argmax ties under another precision
-        flip a handful of targets, not 1%).
-      determinism_rel_tol (1e-4): two eval-mode passes must agree to this relative difference;
-        CPU passes agree exactly and GPU kernels to ~1e-6.
-      max_other_checkpoints (3): checkpoints tried as the "wrong checkpoint" explanation, nearest
-        step first (capped at 1 under --budget fast, unlimited under thorough).
     """
 
     code, name, layer = "O101", "reobservation", Layer.OBSERVATION
     needs = frozenset({"eval_logged", "model", "eval_data"})
     probes = 1
-    options = {"se_multiple": 3.0, "rel_tol": 0.02, "abs_tol": 1e-3, "acc_abs_tol": 0.01,
-               "determinism_rel_tol": 1e-4, "max_other_checkpoints": 3}
+    options = (
+        Option("se_multiple", 3.0,
+               source="statistical convention: 3 standard errors, 0.27% false alarms per comparison "
+                      "under normality",
+               help="A mismatch must exceed this many standard errors of the comparison. When only a "
+                    "sample of the eval set is scored (--budget), the SE is the per-example SE of the "
+                    "recomputed mean times the finite-population correction sqrt(1 - n/N) (the logged "
+                    "value is the full-set mean); when the whole eval set is rescored the sampling term "
+                    "is 0 and only the numeric tolerances apply."),
+        Option("rel_tol", 0.02,
+               source="design choice: half-precision eval (bf16 logits carry ~0.4% relative rounding), "
+                      "padding and batch composition move a loss by well under 2%; a dropout-active "
+                      "eval of a trained transformer or a different eval set moves it by more",
+               help="Relative tolerance on the loss."),
+        Option("abs_tol", 1e-3,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Absolute loss tolerance (a relative tolerance is meaningless near 0)."),
+        Option("acc_abs_tol", 0.01,
+               source="design choice: argmax ties under another precision flip a handful of targets, "
+                      "not 1%",
+               help="Absolute tolerance on accuracy."),
+        Option("determinism_rel_tol", 1e-4,
+               source="design choice: CPU passes agree exactly and GPU kernels to ~1e-6",
+               help="Two eval-mode passes over the same examples must agree to this relative "
+                    "difference, else the evaluation is not deterministic."),
+        Option("max_other_checkpoints", 3,
+               source="design choice: a cost cap (each checkpoint tried costs a model load and a pass)",
+               help='Checkpoints tried as the "wrong checkpoint" explanation, nearest step first '
+                    "(capped at 1 under --budget fast, unlimited under thorough)."),
+    )
 
     # ------------------------------------------------------------------------------------------
     def run(self, run: "Run") -> list:

@@ -16,6 +16,7 @@ from degrade.checks.observation._stats import (
 )
 from degrade.errors import InputError
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.run.history import eval_set_label
 from degrade.run.tasks import SEQ_CLS
 
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
     from degrade.run.run import Run
 
 _CKPT_STEP_RE = re.compile(r"checkpoint-(\d+)")
-# The paired correlation assumed when only the history is available (Miller 2024 §4 uses 0.5 as
-# the example of a moderately correlated pair; checkpoints of one run are usually more correlated).
-_ASSUMED_RHO = 0.5
 
 
 @dataclass
@@ -89,27 +87,41 @@ class ErrorBars(Check):
     Fix: evaluate on more examples (the MDE shrinks as 1/sqrt(n); Miller 2024: ~4,400 items to
     detect 3 points at 50% accuracy unpaired, about half that paired), report CIs, and select
     checkpoints only on differences beyond the MDE (or by a paired test).
-    Options:
-      min_examples (100): below this the eval set is too small to rank anything: at n=100 and
-        p=0.5 the 95% CI is +-9.8 points and the unpaired MDE is 2.8*sqrt(2)*0.05 = 19.8 points
-        (Miller 2024 power analysis); such an eval can only separate a broken model from a
-        working one.
-      max_ci_halfwidth (0.05): a small eval set is only an error when its main metric's 95% CI is
-        wider than +-5 points (a near-perfect model on 60 items has a narrow Wilson interval).
-      mde_warn (0.05): warn when the unpaired MDE (alpha=0.05, power 0.8: 2.8*SE*sqrt(2)) of an
-        accuracy-like metric exceeds 5 points: the eval cannot detect differences most training
-        changes produce (Miller 2024: 3 points needs ~4,400 items at p=0.5).
-      min_clusters (30): with fewer clusters the clustered SE is flagged as unreliable. A
-        cluster-robust SE is biased down when clusters are few, and the test built on it
-        over-rejects; Cameron & Miller (2015, "A Practitioner's Guide to Cluster-Robust
-        Inference") put "few" anywhere from below 20 to below 50 clusters depending on how
-        balanced they are; 30 is the middle of that range (below it, read the error bars as lower
-        bounds).
     """
 
     code, name, layer = "O102", "error-bars", Layer.OBSERVATION
     needs = frozenset({"eval_logged"})
-    options = {"min_examples": 100, "max_ci_halfwidth": 0.05, "mde_warn": 0.05, "min_clusters": 30}
+    options = (
+        Option("min_examples", 100,
+               source="Miller 2024 (Adding Error Bars to Evals) power analysis: at n=100 and p=0.5 "
+                      "the 95% CI is +-9.8 points and the unpaired MDE is 2.8*sqrt(2)*0.05 = 19.8 points",
+               help="Below this the eval set is too small to rank anything: such an eval can only "
+                    "separate a broken model from a working one."),
+        Option("max_ci_halfwidth", 0.05,
+               source="design choice: a near-perfect model on 60 items has a narrow Wilson interval "
+                      "and is not an error",
+               help="A small eval set (below min_examples) is only an error when its main metric's "
+                    "95% CI is wider than +- this."),
+        Option("mde_warn", 0.05,
+               source="Miller 2024 (Adding Error Bars to Evals): detecting 3 points at p=0.5 needs "
+                      "~4,400 items; an MDE above 5 points misses differences most training changes "
+                      "produce",
+               help="Warn when the unpaired minimum detectable effect (alpha=0.05, power 0.8: "
+                    "2.8*SE*sqrt(2)) of an accuracy-like metric exceeds this."),
+        Option("min_clusters", 30,
+               source="Cameron & Miller 2015 (A Practitioner's Guide to Cluster-Robust Inference) put "
+                      '"few" clusters anywhere from below 20 to below 50 depending on balance; 30 is '
+                      "the middle of that range",
+               help="With fewer clusters the clustered SE is flagged as unreliable (a cluster-robust "
+                    "SE is biased down when clusters are few and the test built on it over-rejects): "
+                    "read the error bars as lower bounds."),
+        Option("assumed_rho", 0.5,
+               source="Miller 2024 (Adding Error Bars to Evals) section 4 uses 0.5 as the example of a "
+                      "moderately correlated pair; checkpoints of one run are usually more correlated",
+               help="The paired correlation assumed when only the history is available: a best "
+                    "checkpoint is an error (not a warning) when its difference from the last is "
+                    "insignificant even at this correlation."),
+    )
 
     def run(self, run: "Run") -> list:
         h = run.history
@@ -395,10 +407,11 @@ class ErrorBars(Check):
             if paired_ev:
                 out["vs_last"]["clusters"] = paired_ev
             if paired is None:
-                se_rho = se_unpaired * math.sqrt(1 - _ASSUMED_RHO)
+                rho = self.opts["assumed_rho"]
+                se_rho = se_unpaired * math.sqrt(1 - rho)
                 z_rho, _ = z_test(diff, se_rho)
-                out["vs_last"]["z_if_paired_rho_0.5"] = num(z_rho, 3)
-                out["vs_last"]["significant_if_paired_rho_0.5"] = bool(abs(z_rho) >= Z95)
+                out["vs_last"][f"z_if_paired_rho_{rho:g}"] = num(z_rho, 3)
+                out["vs_last"][f"significant_if_paired_rho_{rho:g}"] = bool(abs(z_rho) >= Z95)
             out["vs_last"]["paired"] = paired is not None
         if rest:
             ru_step, ru_val = max(rest, key=lambda t: (sign * t[1], t[0]))
@@ -506,7 +519,8 @@ class ErrorBars(Check):
                 continue
             if vs["significant"]:
                 continue
-            strong = vs["paired"] or not vs.get("significant_if_paired_rho_0.5", True)
+            rho_key = f"significant_if_paired_rho_{self.opts['assumed_rho']:g}"
+            strong = vs["paired"] or not vs.get(rho_key, True)
             key = d["metric"]
             msg = (f"The run selected step {d['best_step']} as its best checkpoint by eval_{key} "
                    f"({d['best_value']}) over the last one at step {d['last_step']} ({d['last_value']}), "

@@ -11,6 +11,7 @@ from degrade.checks.observation._stats import Z95, num, ratio_se, wilson, z_test
 from degrade.engine import MIN_TRAIN_ROWS
 from degrade.errors import InputError
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.probing.batches import sample_indices
 from degrade.probing.minhash import MinHasher
 from degrade.run.train_pass import first_row, norm_text, row_hashes
@@ -47,41 +48,66 @@ class TrainEvalOverlap(Check):
     occur in more than 1% of the training sample are treated as template/boilerplate and ignored.
     Fix: remove the contaminated items from the eval set (or from training) and re-evaluate; split
     data by a deduplicated key before training.
-    Options:
-      ngram_tokens (8), ngram_words (13): the n-gram length (GPT-3 used 8-13-grams; lm-evaluation-
-        harness decontaminates with 13-grams of words).
-      ngram_min_fraction (0.5): an eval item counts as an n-gram near-duplicate when at least half
-        of its n-grams occur in training. The GPT-3 rule (any one n-gram) is reported too but not
-        used for severity: on synthetic data with a small vocabulary one shared 8-gram happens by
-        chance, and a shared sentence is not a copied item.
-      jaccard (0.8): MinHash near-duplicate threshold (Lee et al. 2022, "Deduplicating Training
-        Data Makes Language Models Better").
-      shingle (5): MinHash shingles are 5-grams (of words with text, else of tokens; Lee et al.
-        2022), counted as a multiset. Not smaller for short sequences: with 2- or 3-grams,
-        "11 11 11 2 4 16 11 11 11 2 4" and "11 11 2 4 16 11 11 2 4" (two different copy-task
-        problems) reach Jaccard 0.8; with 5-grams a one-token change in a short sequence drops it
-        well below, which is right: there it makes a different problem.
-      min_near_length (5): sequences shorter than this get only the exact test (see above).
-      error_fraction (0.05): contamination of 5% or more is an error: with a memorisation
-        advantage g the metric moves by 0.05*g, e.g. 2.5 points at g=0.5, above the SE of any eval
-        set of more than ~400 items (SE <= 0.5/sqrt(n)). Below 5% it is an error only when the
-        model is available and the measured shift (metric on all items minus on clean items)
-        exceeds shift_se SEs of the metric with the contaminated items significantly better.
-      shift_se (1.0): see error_fraction.
-      min_k (0.2): Min-K%++ membership scores (Zhang et al. 2024; k=20% is the paper's default) of
-        the items in the engine's eval and training samples (read from their shared passes) and of
-        a probe's worth of shuffled eval items ("fresh"), when the model is a causal LM. Evidence
-        only: the paper finds the signal weak on small models, so it never sets the severity.
-      boilerplate_fraction (0.01): n-grams in more than this fraction of the training sample (and
-        at least 3 examples) are ignored as templates.
     """
 
     code, name, layer = "O103", "train-eval-overlap", Layer.OBSERVATION
     needs = frozenset({"eval_data", "train_data"})
     probes = 1
-    options = {"ngram_tokens": 8, "ngram_words": 13, "ngram_min_fraction": 0.5, "jaccard": 0.8, "shingle": 5,
-               "min_near_length": 5, "error_fraction": 0.05, "shift_se": 1.0,
-               "boilerplate_fraction": 0.01, "min_k": 0.2}
+    options = (
+        Option("ngram_tokens", 8,
+               source="GPT-3 (Brown et al. 2020) decontaminated with 8- to 13-grams",
+               help="The n-gram length in tokens (when the data has no text)."),
+        Option("ngram_words", 13,
+               source="lm-evaluation-harness decontamination: 13-grams of words (GPT-3 used 8- to "
+                      "13-grams)",
+               help="The n-gram length in words (when both datasets have text)."),
+        Option("ngram_min_fraction", 0.5,
+               source="design choice: the GPT-3 rule (any one shared n-gram) fires by chance on "
+                      "synthetic data with a small vocabulary, and a shared sentence is not a copied "
+                      "item; half of the n-grams is a majority",
+               help="An eval item counts as an n-gram near-duplicate when at least this fraction of its "
+                    "n-grams occur in training. The GPT-3 rule (any one n-gram) is reported too but not "
+                    "used for severity."),
+        Option("jaccard", 0.8,
+               source='Lee et al. 2022 ("Deduplicating Training Data Makes Language Models Better") '
+                      "deduplicate at Jaccard 0.8",
+               help="MinHash near-duplicate threshold on the shingle sets (verified exactly)."),
+        Option("shingle", 5,
+               source="Lee et al. 2022 (Deduplicating Training Data Makes Language Models Better) use "
+                      "5-gram shingles",
+               help="MinHash shingles are n-grams of this length (of words with text, else of tokens), "
+                    "counted as a multiset. Not smaller for short sequences: with 2- or 3-grams, "
+                    '"11 11 11 2 4 16 11 11 11 2 4" and "11 11 2 4 16 11 11 2 4" (two different '
+                    "copy-task problems) reach Jaccard 0.8; with 5-grams a one-token change in a short "
+                    "sequence drops it well below, which is right: there it makes a different problem."),
+        Option("min_near_length", 5,
+               source="design choice: in a tiny input space (modular addition with p=23 has 529 inputs "
+                      "of 4 tokens) two different problems share 3 of 4 tokens by necessity",
+               help="Sequences shorter than this get only the exact test."),
+        Option("error_fraction", 0.05,
+               source="arithmetic: with a memorisation advantage g the metric moves by 0.05*g, e.g. "
+                      "2.5 points at g=0.5, above the SE of any eval set of more than ~400 items "
+                      "(SE <= 0.5/sqrt(n))",
+               help="Contamination of this fraction or more is an error. Below it, it is an error only "
+                    "when the model is available and the measured shift (metric on all items minus on "
+                    "clean items) exceeds shift_se SEs of the metric with the contaminated items "
+                    "significantly better."),
+        Option("shift_se", 1.0,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Standard errors of the metric by which the contaminated items must move it for "
+                    "an error below error_fraction (see error_fraction)."),
+        Option("boilerplate_fraction", 0.01,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="N-grams in more than this fraction of the training sample (and at least 3 "
+                    "examples) are ignored as templates."),
+        Option("min_k", 0.2,
+               source="Zhang et al. 2024 (Min-K%++): k=20% is the paper's default",
+               help="The share of lowest-scoring tokens Min-K%++ averages. Its membership scores of the "
+                    "eval and training items (read from the engine's shared passes) and of a probe's "
+                    'worth of shuffled eval items ("fresh") are evidence only, when the model is a '
+                    "causal LM: the paper finds the signal weak on small models, so it never sets the "
+                    "severity."),
+    )
 
     def run(self, run: "Run") -> list:
         ev, tr, tp = run.eval_data, run.train_data, run.train_pass

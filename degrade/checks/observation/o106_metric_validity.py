@@ -11,6 +11,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.checks.observation._stats import metric_kind, num, ratio_se, z_test
 from degrade.errors import InputError
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.probing.batches import sample_indices
 from degrade.run.data import IGNORE_INDEX
 
@@ -49,25 +50,63 @@ class MetricValidity(Check):
     Fix: evaluate with the training preprocessing (same tokenizer, max_length at least the
     longest example, truncation from the side that keeps the answer); use a metric a constant
     predictor cannot match (balanced accuracy, macro-F1) on imbalanced eval sets.
-    Options:
-      trunc_fraction (0.05): share of eval items that must be truncated (as O103's error_fraction).
-      pileup_ratio (3.0): the eval share at L must be this multiple of training's share at L.
-      trunc_drop (0.1): accuracy gap truncated vs untruncated items for an error.
-      oov_fraction (0.01): share of eval tokens outside the model vocabulary for an error.
-      unk_warning (0.05): unknown-token rate of eval (and 3x training's) for a warning.
-      unseen_token_warning (0.05): share of eval input tokens never seen in training inputs.
-      majority_warning (0.8): majority-class share at which accuracy is a weak metric.
-      opposite_acc (0.05), opposite_loss (0.1), opposite_rho (0.5): first-to-last change (evals
-        after step 0) in accuracy (absolute) and in loss (relative), and the Spearman correlation of
-        loss and accuracy over at least 5 evaluations, that count as moving in opposite directions
-        (loss and accuracy should correlate negatively).
     """
 
     code, name, layer = "O106", "metric-validity", Layer.OBSERVATION
     needs: frozenset[str] = frozenset()  # each part says what it needs; see run()
-    options = {"trunc_fraction": 0.05, "pileup_ratio": 3.0, "trunc_drop": 0.1, "oov_fraction": 0.01,
-               "unk_warning": 0.05, "unseen_token_warning": 0.05, "majority_warning": 0.8,
-               "opposite_acc": 0.05, "opposite_loss": 0.1, "opposite_rho": 0.5}
+    options = (
+        Option("trunc_fraction", 0.05,
+               source="arithmetic, as O103's error_fraction: items whose target was cut move the metric "
+                      "by up to this fraction, above the SE of any eval set of more than ~400 items",
+               help="Share of eval items that must be truncated (piled up at one maximal length), or of "
+                    "causal-LM examples left with no target, for an error."),
+        Option("pileup_ratio", 3.0,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="The eval share at the maximal length L must be this multiple of training's share "
+                    "at L to count as a pile-up."),
+        Option("trunc_drop", 0.1,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Accuracy gap between truncated and untruncated items for an error (with trunc_z)."),
+        Option("trunc_z", 3.0,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Standard errors the accuracy gap of truncated items must also reach."),
+        Option("oov_fraction", 0.01,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Share of eval tokens outside the model's vocabulary for an error."),
+        Option("unk_warning", 0.05,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Unknown-token rate of the eval data for a warning (when also unk_ratio times "
+                    "training's)."),
+        Option("unk_ratio", 3.0,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="The eval unknown-token rate must also be this multiple of training's."),
+        Option("unseen_token_warning", 0.05,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Share of eval input tokens never seen in training inputs for a warning."),
+        Option("majority_warning", 0.8,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Majority-class share at which accuracy is a weak metric: the model is then "
+                    "checked against the best constant predictor."),
+        Option("baseline_se", 2.0,
+               source="statistical convention: about a two-sided 95% interval (1.96 SE)",
+               help="On such an imbalanced eval set, accuracy not above the best constant predictor's "
+                    "plus this many binomial standard errors is a warning."),
+        Option("opposite_acc", 0.05,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="First-to-last change of the accuracy (absolute; evals after step 0) that counts "
+                    "as moving against the loss."),
+        Option("opposite_loss", 0.1,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="First-to-last change of the eval loss (relative) that counts as moving against "
+                    "the accuracy."),
+        Option("opposite_rho", 0.5,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Spearman correlation of loss and accuracy at or above which they move in the "
+                    "same direction (they should correlate negatively)."),
+        Option("min_evals", 5,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Evaluations after step 0 needed to compare the directions of loss and accuracy."),
+    )
 
     def run(self, run: "Run") -> list:
         ev, tr = run.eval_data, run.train_data
@@ -164,7 +203,7 @@ class MetricValidity(Check):
             ev_part["accuracy_truncated_vs_rest"] = drop
         cut_targets = (no_target is not None and no_target >= self.opts["trunc_fraction"])
         hurts = drop is not None and drop.get("gap") is not None and drop["gap"] >= self.opts["trunc_drop"] \
-            and (drop.get("z") or 0) >= 3
+            and (drop.get("z") or 0) >= self.opts["trunc_z"]
         msg = (f"{100 * share:.0f}% of eval examples pile up at length {L}"
                + (f" ({'; '.join(ev_part['why_truncated'])})" if ev_part["why_truncated"] else "")
                + ": the eval inputs were truncated.") if truncated else ""
@@ -218,7 +257,7 @@ class MetricValidity(Check):
                 part["train_unk_rate"] = num(r_tr, 4)
             else:
                 r_tr = 0.0
-            if r_ev >= self.opts["unk_warning"] and r_ev >= 3 * r_tr:
+            if r_ev >= self.opts["unk_warning"] and r_ev >= self.opts["unk_ratio"] * r_tr:
                 sev = "warning" if sev == "info" else sev
                 msgs.append(f"{100 * r_ev:.1f}% of eval tokens are the unknown token (training: {100 * r_tr:.1f}%).")
         if tok is not None and ev.text is not None:
@@ -261,7 +300,7 @@ class MetricValidity(Check):
         base = part["best_constant_baseline"]
         if model_acc is not None and base >= self.opts["majority_warning"]:
             se = math.sqrt(base * (1 - base) / y.size) if y.size else 0.0
-            if model_acc <= base + 2 * se:
+            if model_acc <= base + self.opts["baseline_se"] * se:
                 return ("baselines", "warning",
                         f"Accuracy {model_acc:.3f} does not beat predicting the constant label "
                         f"{best_const[0]} ({base:.3f}): on this imbalanced eval set accuracy says little.", part)
@@ -282,7 +321,7 @@ class MetricValidity(Check):
         # says nothing about how the metric follows the loss during training.
         pts = [(s_, l_, by_step[s_]) for s_, l_ in zip(steps.tolist(), loss.tolist())
                if s_ > 0 and s_ in by_step and np.isfinite(l_) and np.isfinite(by_step[s_])]
-        if len(pts) < 5:
+        if len(pts) < self.opts["min_evals"]:
             return None
         from scipy.stats import spearmanr
         _, lo, ac = (np.asarray(v) for v in zip(*pts))

@@ -7,6 +7,7 @@ import numpy as np
 
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.probing.baselines import Rung, cls_ladder, lm_ladder
 from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num, paired_difference
@@ -54,23 +55,29 @@ class BaselineLadder(Check):
     clearly below the baseline's). If the model cannot get below the n-gram level even on its
     training data while training is healthy, change the hypothesis: longer context, a position
     scheme that fits the data, more layers for multi-step dependencies.
-
-    Options:
-      z (2.0): standard errors a paired difference must exceed to count as a difference (about a
-        two-sided 95% interval).
-      min_rel_gain (0.02): the loss gain must also exceed this fraction of the baseline's loss; a
-        model 0.5% better than a trigram on a huge eval set is "significantly" better but has
-        learned next to nothing (a real LM beats a trigram on text by tens of percent).
-      min_acc_gain (0.01): the accuracy gain (absolute) must also exceed this.
-      max_order (3): highest n-gram order for LMs (the key for a 4-gram overflows int64 for
-        large vocabularies).
-      min_examples (20): fewer scored eval examples than this: skipped.
     """
 
     code, name, layer = "P401", "baseline-ladder", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data", "train_data"})
-    options = {"z": 2.0, "min_rel_gain": 0.02, "min_acc_gain": 0.01, "max_order": 3,
-               "min_examples": 20}
+    options = (
+        Option("z", 2.0,
+               source="statistical convention: about a two-sided 95% interval (1.96 SE)",
+               help="Standard errors a paired difference must exceed to count as a difference."),
+        Option("min_rel_gain", 0.02,
+               source="design choice: a model 0.5% better than a trigram on a huge eval set is "
+                      '"significantly" better but has learned next to nothing (a real LM beats a '
+                      "trigram on text by tens of percent)",
+               help="The loss gain must also exceed this fraction of the baseline's loss."),
+        Option("min_acc_gain", 0.01,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="The accuracy gain (absolute) must also exceed this."),
+        Option("max_order", 3,
+               source="design choice: the key for a 4-gram overflows int64 for large vocabularies",
+               help="Highest n-gram order of the LM baselines."),
+        Option("min_examples", 20,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Fewer scored eval examples than this: skipped."),
+    )
 
     def run(self, run):
         o = self.opts

@@ -11,6 +11,7 @@ from torch import nn
 
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.probing.components import find_positions
 from degrade.run.load import CAUSAL_LM, ModelHandle
 from degrade.stats import num
@@ -176,16 +177,16 @@ def receptive_span(handle: ModelHandle, ids: list[int], seed: int = 0) -> int | 
     return int(len(ids) - int(visible[0]))
 
 
-def untrained_position_rows(module: nn.Module) -> dict[str, Any] | None:
+def untrained_position_rows(module: nn.Module, min_separation: float = 6.0) -> dict[str, Any] | None:
     """Where a learned position table stops having been trained, read from its weights alone.
 
     Rows that never received a gradient keep their random initialisation (shrunk alike by weight
     decay): their norms are nearly equal and adjacent rows are uncorrelated (cosine ~ 0), while
     trained rows moved away from that norm and are smooth in position. The split of the row norms
     into two levels with the least squared error (a change point) is accepted when the levels are
-    >= 6 robust SDs of the tail apart and the tail looks random (|mean adjacent cosine| within
-    4/sqrt(d * tail rows) + 0.05 of 0). Returns {"table", "rows_trained", ...} or None (no
-    learned table, a fully trained table, or a sinusoidal one).
+    >= min_separation (6) robust SDs of the tail apart and the tail looks random (|mean adjacent
+    cosine| within 4/sqrt(d * tail rows) + 0.05 of 0). Returns {"table", "rows_trained", ...} or
+    None (no learned table, a fully trained table, or a sinusoidal one).
     For a causal LM the last position of a training sequence gets no gradient (its output
     predicts nothing), so a model trained on sequences of up to L tokens has L - 1 trained rows.
     """
@@ -211,7 +212,7 @@ def untrained_position_rows(module: nn.Module) -> dict[str, Any] | None:
     sep = abs(float(np.median(h)) - float(np.median(t))) / sigma
     tail_cos = float(np.mean(cos[L:]))
     random_tail = abs(tail_cos) <= 4 / math.sqrt(d * (P - L)) + 0.05
-    if sep < 6 or not random_tail:
+    if sep < min_separation or not random_tail:
         return None
     return {"table": name, "rows": P, "rows_trained": L, "norm_trained": num(np.median(h), 3),
             "norm_untrained": num(np.median(t), 3), "separation_sd": num(sep, 3),
@@ -283,23 +284,38 @@ class LengthCliff(Check):
     Fix: train on the lengths you evaluate (or longer); use relative positions that extrapolate
     (ALiBi, RoPE with scaling) instead of a learned absolute table; widen the attention window (or
     add layers, or global tokens) to cover the longest dependency.
-
-    Options:
-      min_drop (0.2): absolute accuracy drop for a cliff. Smaller drops past a length are common
-        (longer is harder) and say little about the hypothesis; a fifth of the accuracy is a
-        collapse no one mistakes for noise.
-      z (3.0): standard errors the drop must exceed at the trained length (a pre-specified split:
-        p ~ 0.003, two-sided; Welch SE of per-example accuracies, examples being the units).
-      z_scan (4.0): standard errors at a change point found by searching all lengths (stricter,
-        since up to tens of splits are tried; 4 SE keeps the family-wise false-alarm rate near
-        0.2% for 30 splits by Bonferroni).
-      min_group (20): examples needed on each side of a split.
-      max_probe_length (1024): the receptive-field probe uses at most this many tokens.
     """
 
     code, name, layer = "P402", "position-length-cliff", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data"})
-    options = {"min_drop": 0.2, "z": 3.0, "z_scan": 4.0, "min_group": 20, "max_probe_length": 1024}
+    options = (
+        Option("min_drop", 0.2,
+               source="design choice: smaller drops past a length are common (longer is harder) and "
+                      "say little about the hypothesis; a fifth of the accuracy is a collapse no one "
+                      "mistakes for noise",
+               help="Absolute accuracy drop for a cliff."),
+        Option("z", 3.0,
+               source="statistical convention: p ~ 0.003 two-sided for a pre-specified split (Welch SE "
+                      "of per-example accuracies, examples being the units)",
+               help="Standard errors the drop must exceed at the trained length."),
+        Option("z_scan", 4.0,
+               source="Bonferroni: up to tens of splits are tried; 4 SE keeps the family-wise "
+                      "false-alarm rate near 0.2% for 30 splits",
+               help="Standard errors the drop must exceed at a change point found by searching all "
+                    "lengths (stricter than z: the split was searched for)."),
+        Option("min_group", 20,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Examples needed on each side of a split."),
+        Option("max_probe_length", 1024,
+               source="design choice: bounds the cost of the receptive-field probe; the number is "
+                      "chosen by hand",
+               help="The receptive-field probe uses at most this many tokens."),
+        Option("table_separation_sd", 6.0,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="A learned position table's rows split into trained and untrained ones only when "
+                    "the two levels of row norms are at least this many robust SDs of the tail apart "
+                    "(and the tail looks random)."),
+    )
     publishes_axes = True
 
     def run(self, run):
@@ -315,7 +331,7 @@ class LengthCliff(Check):
         train = run.train_data
         train_len = max(train.lengths) if train is not None and len(train) else None
         scheme = position_scheme(model.module)
-        table = untrained_position_rows(model.module)
+        table = untrained_position_rows(model.module, o["table_separation_sd"])
         table_len = (table["rows_trained"] + (1 if lm else 0)) if table else None
         limit, source = (train_len, "train data") if train_len else (table_len, "position table") \
             if table_len else (None, None)

@@ -9,6 +9,7 @@ import torch
 
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.probing.baselines import cls_order_rungs, lm_ladder, split_examples
 from degrade.probing.components import find_positions
 from degrade.run.load import CAUSAL_LM, ModelHandle
@@ -116,16 +117,6 @@ class OrderBlind(Check):
 
     Fix: give the model a position mechanism (learned absolute, sinusoidal, rotary or ALiBi) and
     retrain.
-
-    Options:
-      blind_ratio (0.05): r below this is order-blind (I303's threshold: a trained order-using
-        model moves r ~ 0.3-1; a bag-of-tokens model only by float noise).
-      n_sequences (64): at most this many eval sequences reordered (as many as the budget's probe
-        share pays for).
-      z (2.0): standard errors the order-aware baseline's paired gain must exceed.
-      min_rel_gain (0.02): LM: the trigram must beat the bigram by this fraction of its loss.
-      min_acc_gain (0.02): classifier: the order-aware baseline's accuracy gain (absolute).
-      max_length (512): sequences are truncated to this many tokens for the probe.
     """
 
     code, name, layer = "P403", "order-blind", Layer.PERCEPTION
@@ -135,8 +126,30 @@ class OrderBlind(Check):
     # generic "worse than baselines" lets this specific reading lead. Publishers run after the
     # outer layers' publishers, so I303's reading is still there to use.
     publishes_axes = True
-    options = {"blind_ratio": 0.05, "n_sequences": 64, "z": 2.0, "min_rel_gain": 0.02,
-               "min_acc_gain": 0.02, "max_length": 512}
+    options = (
+        Option("blind_ratio", 0.05,
+               source="I303's blind_ratio: a trained order-using model moves r ~ 0.3-1; a "
+                      "bag-of-tokens model only by float noise",
+               help="r (reordering's effect on the prediction relative to changing the input) below "
+                    "this is order-blind."),
+        Option("n_sequences", 64,
+               source="design choice: bounds the cost (as many as the budget's probe share pays for); "
+                      "the number is chosen by hand",
+               help="At most this many eval sequences reordered."),
+        Option("z", 2.0,
+               source="statistical convention: about a two-sided 95% interval (1.96 SE)",
+               help="Standard errors the order-aware baseline's paired gain must exceed."),
+        Option("min_rel_gain", 0.02,
+               source="design choice: P401's practical margin (its min_rel_gain)",
+               help="LM: the trigram must beat the bigram by this fraction of its loss."),
+        Option("min_acc_gain", 0.02,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Classifier: the order-aware baseline's accuracy gain (absolute) over the bag of "
+                    "words."),
+        Option("max_length", 512,
+               source="design choice: bounds the cost; the number is chosen by hand",
+               help="Sequences are truncated to this many tokens for the probe."),
+    )
 
     def run(self, run):
         o = self.opts

@@ -7,6 +7,7 @@ import numpy as np
 
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.probing.baselines import lm_ladder
 from degrade.probing.components import find_components
 from degrade.run.data import IGNORE_INDEX, Examples
@@ -63,20 +64,27 @@ class CompositionDepth(Check):
     the paired gains and their SEs.
 
     Fix: add a second attention layer (or more) and retrain.
-
-    Options:
-      min_rule_gain (0.3): accuracy (absolute) by which the rule must beat the baselines and the
-        model must fall short of the rule: a third of the targets is a structural difference, not
-        noise or a slightly under-trained model.
-      min_share (0.5): share of the scored targets the rule must have a guess for.
-      z (2.0): standard errors a paired difference must exceed.
-      min_examples (20): fewer usable eval examples: skipped.
     """
 
     code, name, layer = "P406", "composition-depth", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data", "train_data", "causal_lm"})
     publishes_axes = True
-    options = {"min_rule_gain": 0.3, "min_share": 0.5, "z": 2.0, "min_examples": 20}
+    options = (
+        Option("min_rule_gain", 0.3,
+               source="design choice: a third of the targets is a structural difference, not noise or a "
+                      "slightly under-trained model",
+               help="Accuracy (absolute) by which the induction rule must beat the baselines and the "
+                    "model must fall short of the rule."),
+        Option("min_share", 0.5,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Share of the scored targets the rule must have a guess for."),
+        Option("z", 2.0,
+               source="statistical convention: about a two-sided 95% interval (1.96 SE)",
+               help="Standard errors a paired difference must exceed."),
+        Option("min_examples", 20,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Fewer usable eval examples: skipped."),
+    )
 
     def run(self, run):
         o = self.opts

@@ -8,6 +8,7 @@ import numpy as np
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import weights as W
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.run.layer_stats import read_layer_stats
 
 if TYPE_CHECKING:
@@ -49,18 +50,21 @@ class FrozenParameters(Check):
     Fix: make the parameters trainable (requires_grad=True) and build the optimizer over
     model.parameters() after any (un)freezing; check that the unused module is meant to be in
     the forward pass at all.
-
-    Options:
-      min_frozen_fraction (0.01): fraction of all parameters (by element count) frozen at init for
-        an error. One percent of a model is a whole layer in any real transformer; smaller frozen
-        pieces (a single bias) are reported as a warning.
-      max_update_ratio (0.0): a layers.jsonl update ratio at or below this at every recorded step
-        counts as frozen (TheDeepChecker: exactly 0 is untrained).
     """
 
     code, name, layer = "R204", "frozen-parameters", Layer.REACHABILITY
     needs = frozenset()
-    options = {"min_frozen_fraction": 0.01, "max_update_ratio": 0.0}
+    options = (
+        Option("min_frozen_fraction", 0.01,
+               source="design choice: one percent of a model is a whole layer in any real transformer; "
+                      "smaller frozen pieces (a single bias) are reported as a warning",
+               help="Fraction of all parameters (by element count) frozen at their initialisation for "
+                    "an error."),
+        Option("max_update_ratio", 0.0,
+               source='TheDeepChecker (ANCHORS.md): an update/weight ratio of exactly 0 is "untrained"',
+               help="A layers.jsonl update ratio at or below this at every recorded step counts as "
+                    "frozen."),
+    )
 
     def run(self, run):
         ckpts = W.with_weights(run)

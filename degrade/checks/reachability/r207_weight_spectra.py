@@ -10,6 +10,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.checks.reachability import weights as W
 from degrade.layers import Layer
+from degrade.option import Option
 
 _SKIP = ("emb", "wte", "wpe", "lm_head", "tok.", "pos.")
 
@@ -65,18 +66,26 @@ class WeightSpectra(Check):
 
     Fix: train longer or with a larger learning rate (see R201/R206), or check that the layer gets
     gradient (R204).
-
-    Options:
-      max_alpha (6.0): WeightWatcher's under-trained bound.
-      min_eigenvalues (50): WeightWatcher's minimum ESD size.
-      min_flagged_fraction (0.5): fraction of fitted layers with alpha > max_alpha for a warning.
-      max_matrices (200): matrices fitted at most (an evenly spaced subset beyond; each costs an SVD).
     """
 
     code, name, layer = "R207", "weight-spectra", Layer.REACHABILITY
     needs = frozenset({"model"})
-    options = {"max_alpha": 6.0, "min_eigenvalues": 50, "min_flagged_fraction": 0.5,
-               "max_matrices": 200}
+    options = (
+        Option("max_alpha", 6.0,
+               source="WeightWatcher constants.py (Martin & Mahoney): alpha > 6 is under-trained",
+               help="A layer whose fitted power-law exponent exceeds this looks under-trained."),
+        Option("min_eigenvalues", 50,
+               source="WeightWatcher: minimum ESD size for a fit",
+               help="Matrices with fewer eigenvalues are skipped (and named in the evidence)."),
+        Option("min_flagged_fraction", 0.5,
+               source="design choice: half of the fitted layers, read as the model as a whole looking "
+                      "under-trained",
+               help="Fraction of fitted layers with alpha > max_alpha for a warning."),
+        Option("max_matrices", 200,
+               source="design choice: bounds the cost (each matrix costs an SVD); the number is "
+                      "chosen by hand",
+               help="Matrices fitted at most (an evenly spaced subset beyond)."),
+    )
 
     def run(self, run):
         o = self.opts

@@ -6,6 +6,7 @@ from typing import Any
 from degrade.check import Check
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
+from degrade.option import Option
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 
@@ -39,18 +40,23 @@ class DataBudget(Check):
 
     Fix: more training data (or augmentation); failing that, stronger regularisation (weight
     decay, dropout), a smaller model, or early stopping at the best held-out checkpoint.
-
-    Options:
-      max_tokens_per_param (0.05): data tokens per parameter below which the set counts as far too
-        small. 400x under Chinchilla's 20 (a reference for LMs, not for algorithmic tasks); the
-        memorisation + gap conditions carry the evidence.
-      min_train_accuracy (0.95): train accuracy that counts as memorised.
-      min_accuracy_gap (0.2): train minus eval accuracy for an error.
     """
 
     code, name, layer = "R208", "data-budget", Layer.REACHABILITY
     needs = frozenset({"model", "train_data", "eval_data"})
-    options = {"max_tokens_per_param": 0.05, "min_train_accuracy": 0.95, "min_accuracy_gap": 0.2}
+    options = (
+        Option("max_tokens_per_param", 0.05,
+               source="Hoffmann et al. 2022 (Chinchilla, ANCHORS.md): ~20 tokens per parameter; 0.05 "
+                      "is 400x under it (a reference for LMs, not for algorithmic tasks: the "
+                      "memorisation and gap conditions carry the evidence)",
+               help="Data tokens per parameter below which the training set counts as far too small."),
+        Option("min_train_accuracy", 0.95,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Train accuracy that counts as memorised."),
+        Option("min_accuracy_gap", 0.2,
+               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
+               help="Train minus eval accuracy for an error."),
+    )
 
     def run(self, run):
         o = self.opts

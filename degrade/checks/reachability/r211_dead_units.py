@@ -8,6 +8,7 @@ import numpy as np
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
+from degrade.option import Option
 from degrade.probing.activations import find_activations
 from degrade.run.layer_stats import read_layer_stats
 
@@ -52,18 +53,30 @@ class DeadUnits(Check):
     Fix: lower the peak LR and add warmup; check the initialisation (biases near 0, weights
     scaled ~1/sqrt(fan_in)); prefer GELU/SiLU to ReLU (no hard zero-gradient region); LeakyReLU
     if ReLU must stay.
-
-    Options:
-      layer_dead (0.5): the dead fraction of one layer above which it is a warning (TheDeepChecker).
-      model_dead (0.5): the dead fraction of all MLP units above which it is an error ("most").
-      p95_floor (1e-5): p95 |output| below which a unit counts in TheDeepChecker's number.
-      fit_accuracy (0.9): a model that predicts at least 90% of its training targets is not
-        starved of capacity, whatever died; below it, dead capacity is a plausible cause.
     """
 
     code, name, layer = "R211", "dead-units", Layer.REACHABILITY
     needs = frozenset({"model"})
-    options = {"layer_dead": 0.5, "model_dead": 0.5, "p95_floor": 1e-5, "fit_accuracy": 0.9}
+    options = (
+        Option("layer_dead", 0.5,
+               source="TheDeepChecker (ANCHORS.md): a layer is flagged when > 50% of its units have "
+                      "p95 activation < 1e-5",
+               help="The dead fraction of one MLP layer above which it is a warning."),
+        Option("model_dead", 0.5,
+               source='design choice: "most" of all MLP units',
+               help="The dead fraction of all MLP units above which it is an error (when the model "
+                    "also fits less than fit_accuracy of its training targets)."),
+        Option("p95_floor", 1e-5,
+               source="TheDeepChecker (ANCHORS.md): p95 activation < 1e-5",
+               help="p95 |output| below which a unit counts in TheDeepChecker's number (evidence)."),
+        Option("fit_accuracy", 0.9,
+               source="DegradeBench v1 (the hand-built cases used in development): a TinyGPT trained "
+                      "at lr 3e-2 (healthy-copy-tinygpt-high-lr) reaches 99.9% held-out accuracy with "
+                      "52% of its MLP units dead, a false alarm as an error; the reach-lr-too-high-modadd "
+                      "model fits little",
+               help="A model that predicts at least this share of its training targets is not starved "
+                    "of capacity, whatever died; below it, dead capacity is a plausible cause."),
+    )
 
     def run(self, run):
         o = self.opts
