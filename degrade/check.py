@@ -34,6 +34,9 @@ class Check:
     # Perturbation passes of its own, in probe shares of the budget (engine.probe_indices): what
     # the cost plan counts before the diagnosis starts. Everything else comes from shared passes.
     probes: ClassVar[int] = 0
+    # Reads a trained model's behaviour: skipped while the model has not learned the task
+    # (degrade/learned.py; DESIGN.md §1, preconditions before blame).
+    requires_learning: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         known = defaults(self.options)

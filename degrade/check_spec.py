@@ -19,7 +19,7 @@ from typing import Any
 from degrade.layers import Layer
 from degrade.option import Option, declared, defaults
 
-_ATTRS = ("code", "name", "layer", "needs", "options", "publishes_axes", "probes")
+_ATTRS = ("code", "name", "layer", "needs", "options", "publishes_axes", "probes", "requires_learning")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class CheckSpec:
     qualname: str = ""
     cls: Any = field(default=None, hash=False, compare=False)  # set for plugins (already loaded)
     option_list: tuple = field(default=(), hash=False, compare=False)  # the Option declarations
+    requires_learning: bool = False
 
     def load(self):
         """The check class (imports its module the first time)."""
@@ -61,7 +62,7 @@ class CheckSpec:
                    defaults(check_class.options), bool(check_class.publishes_axes),
                    int(getattr(check_class, "probes", 0)), check_class.__doc__ or "",
                    check_class.__module__, check_class.__qualname__, check_class,
-                   tuple(declared(check_class.options)))
+                   tuple(declared(check_class.options)), bool(getattr(check_class, "requires_learning", False)))
 
 
 def specs_in(path: Path, module: str) -> list[CheckSpec] | None:
@@ -83,7 +84,8 @@ def specs_in(path: Path, module: str) -> list[CheckSpec] | None:
         out.append(CheckSpec(attrs["code"], attrs["name"], layer, frozenset(attrs.get("needs", ())),
                              defaults(options), attrs.get("publishes_axes", False),
                              attrs.get("probes", 0), ast.get_docstring(node, clean=False) or "",
-                             module, node.name, option_list=tuple(declared(options))))
+                             module, node.name, option_list=tuple(declared(options)),
+                             requires_learning=attrs.get("requires_learning", False)))
     return out
 
 

@@ -38,8 +38,10 @@ def run_checks(run: Run, checks: list[CheckSpec | type[Check]], options: dict[st
     return results
 
 
-def run_one(run: Run, cls: CheckSpec | type[Check], opts: dict[str, Any], limits: Limits | None = None) -> CheckResult:
-    """One check through the sandbox (for tests and the Python API)."""
+def run_one(run: Run, cls: CheckSpec | type[Check], opts: dict[str, Any], limits: Limits | None = None,
+            preconditions: bool = True) -> CheckResult:
+    """One check through the sandbox (for tests and the Python API); `preconditions=False` runs a
+    check that reads a trained model's behaviour even on a model that has not learned."""
     capture = OutputCapture()
     with capture.installed():
-        return run_check(run, CheckSpec.of(cls), opts, limits or Limits(), capture).result
+        return run_check(run, CheckSpec.of(cls), opts, limits or Limits(), capture, preconditions).result

@@ -88,7 +88,7 @@ def _run(files, model, train):
     factory = {"uniform": "test_p404:uniform", "oracle": "test_p404:copy_oracle"}[model]
     run = open_run(base / model, RunOptions(eval_data=str(data["eval"]), train_data=str(data[train]),
                                             model_factory=factory))
-    return run, run_one(run, ObjectiveMismatch, {})
+    return run, run_one(run, ObjectiveMismatch, {}, preconditions=False)
 
 
 def test_prompt_only_training_and_a_failing_model_is_an_error(files):
@@ -203,7 +203,7 @@ def _cls_run(cls_files, model, train):
     base, data = cls_files
     run = open_run(base / model, RunOptions(eval_data=str(data["eval"]), train_data=str(data[train]),
                                             model_factory=f"test_p404:{model}_rule"))
-    return run, run_one(run, ObjectiveMismatch, {})
+    return run, run_one(run, ObjectiveMismatch, {}, preconditions=False)
 
 
 def test_a_proxy_label_is_an_objective_mismatch(cls_files):

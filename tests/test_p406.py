@@ -42,7 +42,7 @@ def _check(runs, model, task):
     base, data = runs
     run = open_run(base / model, RunOptions(train_data=str(data[f"{task}_train"]),
                                             eval_data=str(data[f"{task}_eval"])))
-    return run, run_one(run, CompositionDepth, {})
+    return run, run_one(run, CompositionDepth, {}, preconditions=False)
 
 
 def test_one_layer_on_recall_is_an_error(runs):

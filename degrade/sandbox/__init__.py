@@ -42,8 +42,11 @@ class Outcome:
     model_failed: str | None = None  # loading the model itself failed this way
 
 
-def run_check(run, spec: CheckSpec, opts: dict[str, Any], limits: Limits, capture: OutputCapture) -> Outcome:
-    """One check; its module is imported only when its needs are met (check_spec.py)."""
+def run_check(run, spec: CheckSpec, opts: dict[str, Any], limits: Limits, capture: OutputCapture,
+              preconditions: bool = True) -> Outcome:
+    """One check; its module is imported only when its needs are met (check_spec.py). With
+    `preconditions` (the default), a check that reads a trained model's behaviour is skipped while
+    the model has not learned (degrade/learned.py)."""
     result = CheckResult(spec.code, spec.name, spec.layer, "ran")
     start = time.perf_counter()
     try:
@@ -59,14 +62,15 @@ def run_check(run, spec: CheckSpec, opts: dict[str, Any], limits: Limits, captur
             raise
         _failed(result, e)
         return Outcome(result)
-    outcome = _run_in_thread(run, check, limits, capture, result)
+    outcome = _run_in_thread(run, check, limits, capture, result, preconditions)
     if "model" in spec.needs:  # the checks whose temporaries are large
         release_memory()
     result.seconds = time.perf_counter() - start
     return outcome
 
 
-def _run_in_thread(run, check: Check, limits: Limits, capture: OutputCapture, result: CheckResult) -> Outcome:
+def _run_in_thread(run, check: Check, limits: Limits, capture: OutputCapture, result: CheckResult,
+                   preconditions: bool = True) -> Outcome:
     published = list(run.context.get("axes") or [])
     context = {"axes": copy.deepcopy(published)}  # the check's own copy: it may only append
     box: dict[str, Any] = {"stage": "start"}
@@ -78,6 +82,10 @@ def _run_in_thread(run, check: Check, limits: Limits, capture: OutputCapture, re
             if load_first:  # timed and capped like the check, and blamed on the model if it fails
                 box["stage"] = "load"
                 run.model()
+            if preconditions and getattr(check, "requires_learning", False):  # before blame
+                box["stage"] = "precondition"
+                from degrade.learned import require
+                require(run)
             box["before"] = state_of(run)  # after the load: what the check itself must not change
             box["stage"] = "run"
             box["returned"] = check.run(RunView(run, context))

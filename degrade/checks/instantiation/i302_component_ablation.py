@@ -76,6 +76,7 @@ class ComponentAblation(Check):
 
     code, name, layer = "I302", "component-ablation", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
+    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     probes = 1
     options = (
         Option("dead_fraction", 0.002,

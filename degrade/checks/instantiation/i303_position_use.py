@@ -281,6 +281,7 @@ class PositionUse(Check):
 
     code, name, layer = "I303", "position-use", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
+    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     probes = 1
     publishes_axes = True  # {"axis": "order", "code": "I303", ...} for P403 and R checks
     options = (

@@ -90,6 +90,7 @@ class Capacity(Check):
 
     code, name, layer = "I305", "capacity", Layer.INSTANTIATION
     needs = frozenset({"train_curve", "model", "train_data"})
+    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     options = (
         Option("max_projected_fraction", 0.1,
                source="R201's 10% rule (its min_gain_fraction), measured against the remaining gap to "

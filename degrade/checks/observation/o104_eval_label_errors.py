@@ -58,6 +58,7 @@ class EvalLabelErrors(Check):
 
     code, name, layer = "O104", "eval-label-errors", Layer.OBSERVATION
     needs = frozenset({"model", "eval_data"})
+    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     options = (
         Option("error_fraction", 0.10,
                source="Northcutt, Athalye & Mueller 2021 (Pervasive Label Errors in Test Sets): 3.3% "

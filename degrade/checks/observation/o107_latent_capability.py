@@ -33,7 +33,8 @@ class LatentCapability(Check):
     Evidence used: the chosen model's probabilities on a --budget sample of the eval set (the
     same pass as O104).
     Severity: error when a remapping raises accuracy by at least min_gain, at least z_min standard
-    errors of the paired per-target difference, to at least min_remapped_accuracy; warning when
+    errors of the paired per-target difference, to at least min_remapped_accuracy (a permutation
+    must also move at least one label the same way in both folds); warning when
     the reference is in the top-k for at least topk_warning of targets while top-1 is lower by at
     least topk_gap and k/classes is at most 0.25 (the model "knows" more than argmax shows: a
     decoding or formatting question); info otherwise.
@@ -94,7 +95,11 @@ class LatentCapability(Check):
             evidence["best_remap"] = remap
         gain, z = (remap or {}).get("gain") or 0.0, (remap or {}).get("z") or 0.0
         remapped = (remap or {}).get("remapped_accuracy") or 0.0
-        if gain >= self.opts["min_gain"] and z >= self.opts["z_min"] and remapped >= self.opts["min_remapped_accuracy"]:
+        # A permutation is systematic only when its two folds agree on a moved label: fits that
+        # disagree (each half swapping differently) are noise fitted twice, not a mapping.
+        stable = remap is None or remap["kind"] != "label permutation" or remap["n_stable_moved_labels"] > 0
+        if stable and gain >= self.opts["min_gain"] and z >= self.opts["z_min"] \
+                and remapped >= self.opts["min_remapped_accuracy"]:
             what = (f"labels aligned at offset {remap['best_offset']} instead of 1"
                     if remap["kind"] == "label alignment"
                     else f"a permutation of {remap['n_stable_moved_labels']} label id(s), e.g. "

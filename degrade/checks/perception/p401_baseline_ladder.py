@@ -59,6 +59,7 @@ class BaselineLadder(Check):
 
     code, name, layer = "P401", "baseline-ladder", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data", "train_data"})
+    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     options = (
         Option("z", 2.0,
                source="statistical convention: about a two-sided 95% interval (1.96 SE)",
@@ -137,6 +138,14 @@ class BaselineLadder(Check):
                             f"{best_l.name}): over-confident where it is wrong")
             return [self.finding("info", "The model beats the count-based baselines fitted on its train "
                                  "data: " + "; ".join(what) + ".", confidence=0.9, evidence=ev)]
+
+        # A ceiling is never an error (DESIGN.md §1): a model that gets (nearly) every target right
+        # has nothing left to learn, whatever a count baseline also reaches.
+        if float(m_acc.mean()) >= 0.999:
+            return [self.finding("info", f"The model gets every target right (accuracy "
+                                 f"{ev['model']['accuracy']}); the best count baseline reaches "
+                                 f"{num(best_a.correct[keep].mean())}: the task is solved, at its ceiling.",
+                                 confidence=0.9, evidence=ev)]
 
         # Which metric carries the verdict: loss for LMs, accuracy for classifiers.
         if lm:

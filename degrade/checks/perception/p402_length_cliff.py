@@ -288,6 +288,7 @@ class LengthCliff(Check):
 
     code, name, layer = "P402", "position-length-cliff", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data"})
+    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     options = (
         Option("min_drop", 0.2,
                source="design choice: smaller drops past a length are common (longer is harder) and "

@@ -100,6 +100,7 @@ class ObjectiveMismatch(Check):
 
     code, name, layer = "P404", "objective-mismatch", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data", "train_data"})
+    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     publishes_axes = True
     options = (
         Option("n_slots", 10,

@@ -68,6 +68,7 @@ class CompositionDepth(Check):
 
     code, name, layer = "P406", "composition-depth", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data", "train_data", "causal_lm"})
+    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     publishes_axes = True
     options = (
         Option("min_rule_gain", 0.3,

@@ -8,6 +8,7 @@ import numpy as np
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
+from degrade.metric_direction import at_ceiling, direction
 from degrade.option import Option
 from degrade.run.history import eval_set_label
 
@@ -52,6 +53,10 @@ class LossNotConverged(Check):
     says so as info and leaves the reading to R202 overfitting.
     With train loss only, on a multi-epoch run, the fit starts after the last epoch boundary where
     the loss dropped step-like (the model re-seeing its data: memorisation, not learning).
+
+    Never an error (a warning instead) when the projected gain is below the curve's own
+    eval-to-eval noise (the next experiment could not confirm it), or when an accuracy-like eval
+    metric already sits at its ceiling (more steps only sharpen confidence).
 
     Caveats: with the LR annealed to ~0, the end of the curve is flattened by the schedule; the
     projection then estimates what more steps at that LR would give, not what a longer schedule
@@ -105,6 +110,38 @@ class LossNotConverged(Check):
     )
 
     def run(self, run):
+        findings = self._read(run)
+        blocker = self._not_material(run.history, findings)
+        if blocker is None:
+            return findings
+        # A gain that the next experiment could not confirm, or one at a metric's ceiling, is not
+        # an error (DESIGN.md §1: ceilings are never errors; an error's cost is beyond noise).
+        return [self.finding("warning", f"{f.message} Not an error: {blocker}.", confidence=f.confidence,
+                             evidence={**f.evidence, "not_an_error_because": blocker}, fix=f.fix,
+                             next_experiment=f.next_experiment) if f.is_error else f for f in findings]
+
+    @staticmethod
+    def _not_material(h, findings) -> str | None:
+        err = next((f for f in findings if f.is_error), None)
+        if err is None:
+            return None
+        ev = err.evidence
+        gain, noise = ev.get("projected_gain_2x"), ev.get("noise_sigma")
+        if gain is not None and noise and gain < noise and not ev.get("accelerating_descent"):
+            return (f"the projected gain ({gain}) is below the curve's own eval-to-eval noise ({noise}), "
+                    "so no experiment of this length could confirm it")
+        es = h.main_eval_set()
+        if es is None:
+            return None
+        for name in h.eval_metrics(es):
+            if direction(name) == 1:
+                _, v = C.finite(*h.series(name, es))
+                if v.size and at_ceiling(name, C.end_level(v)):
+                    return (f"{name} is at its ceiling ({C.num(C.end_level(v), 4)}): more steps can only "
+                            "sharpen the model's confidence, not its decisions")
+        return None
+
+    def _read(self, run):
         h = run.history
         o = self.opts
         start = C.fit_region_start(h, o["skip_fraction"])

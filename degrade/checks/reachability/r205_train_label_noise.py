@@ -52,6 +52,7 @@ class TrainLabelNoise(Check):
 
     code, name, layer = "R205", "train-label-noise", Layer.REACHABILITY
     needs = frozenset({"model", "train_data"})
+    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     options = (
         Option("min_noise_rate", 0.10,
                source="Northcutt et al. 2021 (confident learning; Pervasive Label Errors in Test Sets) "
