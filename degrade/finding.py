@@ -29,6 +29,12 @@ class Finding:
     fix: str = ""
     next_experiment: str = ""
     provisional: bool = False  # set by the ladder: a layer outside this one is degraded
+    # The check's own confidence, before calibration (degrade/calibration.py) replaced it
+    raw_confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.raw_confidence is None:
+            self.raw_confidence = self.confidence
 
     @property
     def is_error(self) -> bool:

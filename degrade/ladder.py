@@ -8,12 +8,15 @@
 - Nothing degraded: `none`, unless two or more layers could not be checked (`inconclusive`).
 - Confidence: the verdict finding's confidence, discounted by 0.8 for each outer layer that could
   not be cleared (skipped or inconclusive), since degradation there could explain the evidence.
+- Cross-layer evidence has one rule, `reattribute` (degrade/axes.py): an outer-layer error stands
+  unless a failure axis shows the model at its reference off the axis.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from degrade.axes import explains
 from degrade.check import CheckResult
 from degrade.finding import Finding, Severity
 from degrade.layers import WALK, Layer
@@ -60,7 +63,30 @@ def _merged_reasons(results: list[CheckResult]) -> str:
     return "; ".join(f"{reason} ({', '.join(codes)})" for reason, codes in sorted(by_reason.items()))
 
 
+def reattribute(results: list[CheckResult]) -> None:
+    """The one cross-layer rule (degrade/axes.py): an outer-layer error stands unless a failure
+    axis found further in shows the model at its reference off the axis; then it becomes info,
+    re-attributed to the axis's finding with both numbers in its evidence."""
+    axes = [f for r in results for f in r.findings
+            if f.is_error and isinstance(f.evidence.get("axis"), dict) and explains(f.evidence["axis"])]
+    for a in axes:
+        ax = a.evidence["axis"]
+        for r in results:
+            for f in r.findings:
+                if not f.is_error or f.layer is Layer.OBSERVATION or WALK.index(f.layer) >= WALK.index(a.layer):
+                    continue
+                f.severity = Severity.INFO
+                f.evidence = {**f.evidence, "reattributed_to": {
+                    "code": a.code, "axis": ax.get("name"), "within_accuracy": ax.get("within_accuracy"),
+                    "within_se": ax.get("within_se"), "reference_accuracy": ax.get("reference_accuracy")}}
+                f.message += (f" Re-attributed to {a.code} ({ax.get('name')}): off that axis the model "
+                              f"scores {ax.get('within_accuracy')} +- {ax.get('within_se')} against "
+                              f"{ax.get('reference_accuracy')} on its training sample, so this cost is "
+                              f"not seen there.")
+
+
 def walk(results: list[CheckResult]) -> tuple[dict[str, Any], dict[Layer, LayerReport]]:
+    reattribute(results)
     layers = {layer: layer_status(layer, results) for layer in WALK}
     verdict_layer = next((layer for layer in WALK if layers[layer].status == "degraded"), None)
     if verdict_layer is None:

@@ -203,11 +203,13 @@ def test_i305_quiet_when_the_model_never_beat_the_trivial_loss(tmp_path, copy_ev
     assert run_check(run, Capacity) == []
 
 
-def test_i305_defers_to_a_perception_axis(tmp_path, copy_eval, copy_train):
+def test_i305_does_not_read_published_axes(tmp_path, copy_eval, copy_train):
+    """The ladder, not I305, weighs a published axis (tests/test_axes.py)."""
     run = _factory_run(tmp_path, "tiny", copy_eval, copy_train, history=_history(_flat()), train_steps=300)
+    before = [(f.severity, f.message) for f in run_check(run, Capacity)]
     run.context["axes"] = [{"axis": "length", "code": "P402"}]
-    (f,) = run_check(run, Capacity)
-    assert f.severity is Severity.INFO and f.evidence["deferred_to_axes"]
+    assert [(f.severity, f.message) for f in run_check(run, Capacity)] == before
+    assert not any("deferred_to_axes" in f.evidence for f in run_check(run, Capacity))
 
 
 def test_llama_is_quiet(tmp_path, copy_eval):

@@ -242,13 +242,11 @@ def test_u_shaped_eval_with_falling_train_is_overfitting():
     json.dumps(found[0].to_dict())
 
 
-def test_overfitting_defers_to_a_perception_axis():
+def test_overfitting_does_not_read_published_axes():
+    """No check demotes itself on another check's output: the ladder weighs axes (test_axes.py)."""
     run = u_shaped_run()
     run.context["axes"] = [{"axis": "position", "code": "P402", "detail": "loss grows with position"}]
-    found = R202().run(run)
-    assert severities(found) == ["info"]
-    assert "P402" in found[0].message and "position" in found[0].message
-    assert found[0].evidence["deferred_to_axes"][0]["code"] == "P402"
+    assert severities(R202().run(run)) == ["error"]
 
 
 def test_eval_and_train_rising_together_is_not_overfitting():
@@ -385,12 +383,6 @@ def test_real_aigoncharov_overfits():
     assert f[0].evidence["best_step"] == 401 and f[0].evidence["metric_trend"] == "worsened"
     assert severities(r["R201"].findings) == ["info"]  # eval rising: not under-training
     assert r["R203"].status == "ran" and not r["R203"].findings
-
-
-def test_real_aigoncharov_defers_when_an_axis_is_published():
-    run = real("aigoncharov-trainer_state_viz")
-    run.context["axes"] = [{"axis": "length", "code": "P401"}]
-    assert severities(read(run)["R202"].findings) == ["info"]
 
 
 def test_real_dheena_tinyllama_is_clean():

@@ -266,11 +266,12 @@ def test_r208_memorised_small_train_set_is_an_error(tmp_path):
     assert f.evidence["chinchilla_reference_tokens_per_param"] == 20.0
 
 
-def test_r208_defers_to_a_perception_axis(tmp_path):
+def test_r208_does_not_read_published_axes(tmp_path):
+    """The ladder, not R208, weighs a published axis (tests/test_axes.py)."""
     train, evals = _cls_examples(40, 0), _cls_examples(200, 1)
     run = _model_run(tmp_path, Lookup(train.input_ids, train.label), train, evals, PLATEAU)
     run.context["axes"] = [{"axis": "length", "code": "P402"}]
-    assert sev(R208().run(run)) == ["info"]
+    assert sev(R208().run(run)) == ["error"]
 
 
 def test_r208_small_data_that_generalises_is_quiet(tmp_path):

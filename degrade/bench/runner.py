@@ -129,10 +129,13 @@ def run_case(case: Case, cache: Path, budget: str = "standard") -> CaseOutcome:
         return _error(case, time.perf_counter() - start, f"{type(e).__name__}: {e}", build_seconds)
     codes = sorted({f.code for f in d.findings if f.severity.value in ("error", "warning")})
     errors = sorted({f.code for f in d.findings if f.severity.value == "error"})
+    found = [{"code": f.code, "layer": f.layer.value, "severity": f.severity.value,
+              "confidence": round(float(f.confidence), 4), "raw_confidence": round(float(f.raw_confidence), 4)}
+             for f in d.findings if f.severity.value in ("error", "warning")]
     return CaseOutcome(case.name, case.family, case.layer, list(case.codes), d.verdict["layer"], codes,
                        time.perf_counter() - start, case.why, headline=d.verdict["headline"],
                        build_seconds=round(build_seconds, 2), error_codes=errors,
-                       confidence=d.verdict.get("confidence"), **_coordinates(case))
+                       confidence=d.verdict.get("confidence"), findings=found, **_coordinates(case))
 
 
 def _coordinates(case: Case) -> dict:

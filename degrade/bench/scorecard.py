@@ -35,6 +35,8 @@ class CaseOutcome:
     model: str = ""  # v2 coordinates (degrade/bench/v2)
     fault: str = ""
     split: str = ""
+    # every error and warning finding: code, layer, severity, confidence (the calibration's data)
+    findings: list[dict] = field(default_factory=list)
 
     @property
     def layer_hit(self) -> bool:

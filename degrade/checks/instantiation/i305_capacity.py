@@ -69,8 +69,8 @@ class Capacity(Check):
         whole input, ~0 for deterministic targets), and is at least `min_gap` nats above the floor;
       - small: capacity bits (`bits_per_parameter` x parameters) below `max_capacity_ratio` x the
         information in the training targets (targets x (trivial loss - floor) / ln 2 bits).
-    A failure concentrated along an axis that another check published (run.context["axes"]:
-    position, length, order) is perception's, not capacity's: the check then defers (info).
+    A failure concentrated along an axis (position, length, order) is the ladder's to weigh
+    (degrade/axes.py), not this check's.
     A model that cannot fit but has ample parameters is reported as info: something else (a code
     fault: I302, I307; or the optimiser) keeps it from fitting.
 
@@ -181,13 +181,6 @@ class Capacity(Check):
                                  lowest + o["max_end_sigmas"] * C.noise_sigma(loss))
                 and fitted >= o["min_fitted_fraction"]):
             return []  # optimisation not healthy (no progress, divergence): reachability's reading
-        axes = run.context.get("axes") or []
-        if axes:
-            ev["deferred_to_axes"] = axes
-            return [self.finding(
-                "info", "The model does not fit its training set, but another check found the "
-                        "failure concentrated along an axis; that is evidence about the hypothesis "
-                        "(perception), not capacity.", confidence=0.4, evidence=ev)]
         if info_bits <= 0 or cap_bits >= o["max_capacity_ratio"] * info_bits:
             return [self.finding(
                 "info",

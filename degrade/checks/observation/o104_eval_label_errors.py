@@ -47,9 +47,7 @@ class EvalLabelErrors(Check):
     not a systematic remapping (a permuted label mapping or shifted labels: O107's finding); they
     do not depend on input length (classification) or target position (LMs), and, for LMs, do not
     sit mostly at positions longer than any training example (truncation is O106's finding, a
-    length failure perception's: label noise does not depend on the input); and P404 has not found
-    the eval labels a consistent function of the input that the training labels are a proxy for
-    (run.context["axes"], kind "proxy label": an objective mismatch, not label errors).
+    length failure perception's: label noise does not depend on the input).
     Targets whose given label never occurs as a training target, and targets of examples holding
     an input token no training input holds, are left out (O105/O106 report them).
     Fix: relabel or drop the suspect items (review the listed ones first); report the metric on the
@@ -220,14 +218,6 @@ class EvalLabelErrors(Check):
             reasons.append(f"the suspects depend on input length ({along['split']}: rates "
                            f"{along['rate_low_side']} vs {along['rate_high_side']}, z={along['z']}): a "
                            "failure along length (truncation, extrapolation), not random label noise")
-        # P404 (an axis publisher, so it ran first) found the eval labels a consistent function of
-        # the input, learnable from other eval items, that the training labels are a proxy for:
-        # the model's contradictions are its training objective, not errors in the eval labels.
-        proxy = next((x for x in run.context.get("axes") or [] if isinstance(x, dict)
-                      and x.get("axis") == "objective" and x.get("kind") == "proxy label"), None)
-        if proxy is not None:
-            reasons.append("the eval labels are a consistent function of the input that the training "
-                           "labels are a proxy for (P404): an objective mismatch, not label errors")
         evidence["not_an_error_because"] = reasons
 
         what = "targets" if t.task == "causal-lm" else "items"

@@ -35,9 +35,6 @@ class BaselineLadder(Check):
         (the ladder saturates): the data may hold nothing beyond n-gram statistics, in which case
         the baseline is the floor and the model is fine;
       - info: the model beats the ladder (the gap is reported).
-    When a perception check that runs first published a failure axis (P402 position/distance,
-    P403 order, P404 objective), an error keeps its place but its confidence is capped at 0.6, so that the
-    specific reading leads the verdict; the axes are in the evidence.
 
     Why it matters: a transformer that does no better than counting pairs of tokens has learned
     nothing that needed a transformer. Because degrade walks O -> R -> I -> P and the outermost
@@ -177,15 +174,6 @@ class BaselineLadder(Check):
                    f"rungs do not help ({sat_note}): if the data holds nothing beyond {best.name} "
                    f"statistics this is the floor and the model is fine; otherwise it has learned "
                    f"nothing beyond them.")
-        # A more specific perception reading that ran first (an axis publisher: P402's position or
-        # distance, P403's order, P404's objective) explains this symptom: keep the finding, let it lead.
-        axes = [x for x in run.context.get("axes") or [] if isinstance(x, dict)
-                and str(x.get("code", "")).startswith("P")]
-        if axes and sev == "error":
-            conf = min(conf, 0.6)
-            ev["explained_by_axes"] = axes
-            msg += (f" {', '.join(sorted({str(x['code']) for x in axes}))} names the axis "
-                    f"({', '.join(sorted({str(x.get('axis')) for x in axes}))}) this failure runs along.")
         return [self.finding(
             sev, msg, confidence=conf, evidence=ev,
             fix="Rule out reachability first: train longer or at another learning rate until the "

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from degrade.axes import slice_without
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.option import Option
@@ -267,8 +268,10 @@ class LengthCliff(Check):
     L from the train data, 0.7 with L from the position table, 0.65 without learned absolute
     positions); 2 with a window that explains it is an error, axis "distance" (0.7); any other
     cliff is a warning (0.4) and is not published: a length-dependent failure inside the trained
-    range can also be under-training. Published axes go to run.context["axes"] so reachability
-    checks (e.g. R202 overfitting) defer to them; nothing is published for a healthy run.
+    range can also be under-training. The error carries the slice without the axis
+    (evidence["axis"]: accuracy off the axis against the training sample's), which the ladder
+    weighs against the reachability findings (degrade/axes.py); nothing is published for a healthy
+    run.
 
     Why it matters: a failure concentrated along one axis is not overfitting and not a lack of
     capacity: more data of the same lengths, regularisation or a bigger model do not fix it
@@ -390,6 +393,7 @@ class LengthCliff(Check):
                  "read from the position table: the rows past it are still at their random "
                  "initialisation")
         self._publish(run, "position", beyond=limit, s=s)
+        ev = {**ev, "axis": slice_without(run, "position", s.acc_within, s.n_within)}
         return self.finding(
             "error",
             f"Accuracy falls off a cliff past the trained length: {num(s.acc_within, 3)} on sequences "
@@ -409,6 +413,7 @@ class LengthCliff(Check):
                 f"{num(s.acc_beyond, 3)} on longer ones (drop {num(s.drop, 3)}, {num(s.z, 3)} SE) {where}.")
         if span is not None and span < int(np.max(ev["eval_lengths"])) and s.at >= span:
             self._publish(run, "distance", beyond=s.at, s=s, window=span)
+            ev = {**ev, "axis": slice_without(run, "distance", s.acc_within, s.n_within)}
             return self.finding(
                 "error",
                 f"{head} The model's prediction at a position depends only on the last {span} tokens "

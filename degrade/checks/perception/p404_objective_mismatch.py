@@ -56,8 +56,7 @@ class ObjectiveMismatch(Check):
          targets training never asked for. A model that beats them there learned the ability
          anyway (transfer), and P404 stays quiet.
     Readings: all three: error (confidence 0.7), axis "objective" published to
-    run.context["axes"] (so reachability checks defer, and observation's "eval targets training
-    never asked for" can tell its case apart); 1 and 2 but the model beats the baselines there:
+    run.context["axes"]; 1 and 2 but the model beats the baselines there:
     info (the ability transferred without being asked for).
 
     Classifiers (a proxy label, degrade/checks/perception/_proxy_label.py): the same order-aware

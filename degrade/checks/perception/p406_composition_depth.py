@@ -47,8 +47,7 @@ class CompositionDepth(Check):
          trigram, P401's ladder), beyond `z` SE (paired per example);
       3. the model does not follow it: its accuracy is at least `min_rule_gain` below the rule's,
          beyond `z` SE.
-    Error (confidence 0.65), axis "composition" published to run.context["axes"] so that
-    reachability and capacity checks defer. A one-layer model that solves the task another way
+    Error (confidence 0.65), axis "composition" published to run.context["axes"]. A one-layer model that solves the task another way
     (copying by position, as a 1-layer GPT-2 does on `x SEP x`) fails condition 3 and stays quiet.
 
     Why it matters: one attention layer can match the current token against earlier tokens, but

@@ -36,8 +36,7 @@ class Overfitting(Check):
         least 4 evals) or sits at its ceiling (accuracy 1.0): over-confidence, the decisions are
         not (yet) worse. The burden of proof is on the demotion: a metric that merely did not get
         worse, or has too few evals to show a trend, leaves the error standing;
-      - info: the eval and train losses rose together (not overfitting: see R203 instability), or
-        a perception check found the failure concentrated along one axis (see below).
+      - info: the eval and train losses rose together (not overfitting: see R203 instability).
     Other eval sets are read the same way; when only a secondary set overfits, a warning names it.
 
     Why it matters: past the minimum, every further step makes the model worse on new data; the
@@ -48,11 +47,9 @@ class Overfitting(Check):
     the task metric at the best step, at the end and its trend over the run's last part, the
     train/eval gap at the end, trainer_state's best_model_checkpoint.
 
-    Deferring to perception (DESIGN.md section 1): a failure concentrated along one axis
-    (position, length, dependency distance, an input property where train and eval differ) is not
-    overfitting: it is evidence about the hypothesis. When run.context["axes"] holds such an axis
-    (published by a perception check, which runs first), this check reports its reading as info
-    and says it defers to that evidence.
+    A failure concentrated along one axis (position, length, ...) is the ladder's to weigh
+    (degrade/axes.py): this finding stands unless the axis shows the model at its training level
+    off the axis.
 
     Fix: keep the best checkpoint (load_best_model_at_end=True with metric_for_best_model, or
     EarlyStoppingCallback); then regularise: more or augmented data, fewer epochs, weight
@@ -115,17 +112,6 @@ class Overfitting(Check):
             rose = sum(s["reading"] in ("error", "warning") for s in others.values())
             msg += f" {rose} of {len(others)} other eval set(s) rose the same way."
 
-        axes = run.context.get("axes") or []
-        if axes and level in ("error", "warning"):
-            names = ", ".join(f"{a.get('axis', '?')} ({a.get('code', '?')})" if isinstance(a, dict)
-                              else str(a) for a in axes)
-            ev["deferred_to_axes"] = axes
-            return [self.finding(
-                "info", f"{msg} Deferring to perception evidence: the failure is concentrated "
-                f"along {names}, which is a hypothesis problem, not overfitting.",
-                confidence=conf, evidence=ev,
-                fix="Follow the perception finding(s) for the axis; regularising would not fix it.",
-                next_experiment=nxt)]
         return [self.finding(level, msg, confidence=conf, evidence=ev, fix=fix, next_experiment=nxt)]
 
     # ---- one eval set --------------------------------------------------------------------------

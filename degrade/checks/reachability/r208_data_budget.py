@@ -25,9 +25,7 @@ class DataBudget(Check):
         budget: 400x under Chinchilla by default), the final model has memorised its training set
         (train accuracy >= `min_train_accuracy`) and it does much worse on held-out data (train -
         eval accuracy >= `min_accuracy_gap`);
-      - info: when a perception check published a failure axis (run.context["axes"]): a gap
-        concentrated along position/length/distance is a hypothesis problem, not a data budget
-        one (DESIGN.md section 1), so the check defers;
+      (a gap concentrated along position/length/distance is the ladder's to weigh: degrade/axes.py);
       - nothing otherwise (a small data set that generalises is fine).
 
     Why it matters: with too few examples the cheapest solution for the optimiser is a lookup
@@ -93,13 +91,6 @@ class DataBudget(Check):
                "decay, dropout), a smaller model, or early stopping at the best held-out checkpoint.")
         nxt = ("Retrain on 2x and 4x the data with everything else fixed: held-out accuracy rising "
                "with data size confirms the data budget is the limit.")
-        axes = run.context.get("axes") or []
-        if axes:
-            ev["deferred_to_axes"] = axes
-            return [self.finding("info", msg + " Deferring: a perception check found the failure "
-                                 "concentrated along an axis, which more data of the same kind "
-                                 "would not fix.", confidence=0.5, evidence=ev, fix=fix,
-                                 next_experiment=nxt)]
         conf = 0.6 + 0.3 * min(1.0, (tr - va - o["min_accuracy_gap"]) / 0.4)
         return [self.finding("error", msg, confidence=round(conf, 3), evidence=ev, fix=fix,
                              next_experiment=nxt)]
