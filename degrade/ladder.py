@@ -6,8 +6,10 @@
 - The verdict is the outermost degraded layer in walk order O, R, I, P. Findings inside it are
   provisional: fixing the outer layer may change them.
 - Nothing degraded: `none`, unless two or more layers could not be checked (`inconclusive`).
-- Confidence: the verdict finding's confidence, discounted by 0.8 for each outer layer that could
-  not be cleared (skipped or inconclusive), since degradation there could explain the evidence.
+- Confidence: the verdict finding's (calibrated) confidence, discounted by 0.8 for each outer
+  layer that could not be cleared (skipped or inconclusive), since degradation there could explain
+  the evidence; that raw value is then mapped to the probability that the verdict is right
+  (degrade/calibration.py, fitted on DegradeBench v2's calibration split).
 - Cross-layer evidence has one rule, `reattribute` (degrade/axes.py): an outer-layer error stands
   unless a failure axis shows the model at its reference off the axis.
 """
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from degrade.axes import explains
+from degrade.calibration import calibrate, verdict_probability
 from degrade.check import CheckResult
 from degrade.finding import Finding, Severity
 from degrade.layers import WALK, Layer
@@ -86,6 +89,7 @@ def reattribute(results: list[CheckResult]) -> None:
 
 
 def walk(results: list[CheckResult]) -> tuple[dict[str, Any], dict[Layer, LayerReport]]:
+    calibrate(results)
     reattribute(results)
     layers = {layer: layer_status(layer, results) for layer in WALK}
     verdict_layer = next((layer for layer in WALK if layers[layer].status == "degraded"), None)
@@ -102,8 +106,13 @@ def walk(results: list[CheckResult]) -> tuple[dict[str, Any], dict[Layer, LayerR
     headline = f"{verdict_layer.value.capitalize()} is degraded: {top.message}"
     if uncleared:
         headline += f" (not cleared: {', '.join(l.value for l in uncleared)})"
-    return {"layer": verdict_layer.value, "confidence": round(confidence, 3), "headline": headline,
+    return {"layer": verdict_layer.value, **_confidence(confidence), "headline": headline,
             "next_experiment": top.next_experiment, "finding": top.code}, layers
+
+
+def _confidence(raw: float) -> dict[str, float]:
+    """The verdict's calibrated probability of being right, and the raw value it was mapped from."""
+    return {"confidence": round(verdict_probability(raw), 3), "raw_confidence": round(raw, 3)}
 
 
 def _top_finding(findings: list[Finding]) -> Finding:
@@ -117,11 +126,11 @@ def _no_degradation(layers: dict[Layer, LayerReport], results: list[CheckResult]
     ran = sum(r.status == "ran" for r in results)
     coverage = ran / max(len(results), 1)
     if len(unchecked) > MAX_UNCHECKED_FOR_NONE:
-        return {"layer": "inconclusive", "confidence": round(coverage, 3),
+        return {"layer": "inconclusive", **_confidence(coverage),
                 "headline": f"No degradation found, but {len(unchecked)} of {len(WALK)} layers could "
                             f"not be checked ({', '.join(l.value for l in unchecked)})",
                 "next_experiment": _unlock_hint(layers, unchecked)}
-    return {"layer": "none", "confidence": round(coverage * UNCLEARED_DISCOUNT ** len(unchecked), 3),
+    return {"layer": "none", **_confidence(coverage * UNCLEARED_DISCOUNT ** len(unchecked)),
             "headline": f"No degradation found on {', '.join(l.value for l in checked)}",
             "next_experiment": _unlock_hint(layers, unchecked) if unchecked else
             "None needed; to go further, evaluate on a held-out set from a different source."}

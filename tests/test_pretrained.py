@@ -84,4 +84,10 @@ def test_pretrained_encoder_as_bare_model_dir(minilm_run):
     assert overlap > 0
     o103 = [f for f in doc["findings"] if f["code"] == "O103" and f["severity"] != "info"]
     assert o103 and f"{overlap} of {len(evals)} eval examples" in o103[0]["message"]
-    assert doc["verdict"]["layer"] == "observation"
+    # It is an error only when it costs: the duplicated items, measurably easier for the model,
+    # move the reported accuracy by a point or the loss by 5% of the clean items' loss.
+    split = o103[0]["evidence"]["metric_split"]
+    costs = ((split["z_contaminated_vs_clean"] or 0) >= 1.96 and split["shift"] >= 0.01) or (
+        (split["z_loss_clean_vs_contaminated"] or 0) >= 1.96 and split["loss_shift"] >= 0.05 * split["loss_clean"])
+    assert (o103[0]["severity"] == "error") == costs
+    assert (doc["verdict"]["layer"] == "observation") == costs

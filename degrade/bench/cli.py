@@ -45,6 +45,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     b.add_argument("--weightwatcher", action="store_true",
                    help="add the WeightWatcher side-by-side (needs `pip install degrade[bench]`)")
     b.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    b.add_argument("--fit-calibration", action="store_true",
+                   help="v2 only: fit degrade/calibration.json on the calibration split first "
+                        "(degrade/calibration.py), then score with it")
     return b
 
 
@@ -82,6 +85,15 @@ def main(args) -> int:
     from degrade.bench.scorecard import score
     cache = Path(args.cache)
     start = time.perf_counter()
+    if args.fit_calibration and args.suite == "v2":
+        from degrade.bench.v2.calibrate import fit_and_write
+        from degrade.bench.v2.generate import BENCH_SEED
+        doc = fit_and_write(cases, cache, lambda cs: run_cases(cs, cache, budget=args.budget,
+                                                             workers=max(1, args.workers), suite="v2",
+                                                             bench_seed=args.bench_seed),
+                            BENCH_SEED if args.bench_seed is None else args.bench_seed)
+        print(f"degrade: fitted {doc['findings']} error findings and {doc['verdicts']} verdicts "
+              f"into degrade/calibration.json", file=sys.stderr)
     with _Progress(args.format == "table", len(cases)) as on_case:
         outcomes = run_cases(cases, cache, budget=args.budget, on_case=on_case, workers=max(1, args.workers),
                              suite=args.suite, bench_seed=args.bench_seed)

@@ -135,7 +135,8 @@ def run_case(case: Case, cache: Path, budget: str = "standard") -> CaseOutcome:
     return CaseOutcome(case.name, case.family, case.layer, list(case.codes), d.verdict["layer"], codes,
                        time.perf_counter() - start, case.why, headline=d.verdict["headline"],
                        build_seconds=round(build_seconds, 2), error_codes=errors,
-                       confidence=d.verdict.get("confidence"), findings=found, **_coordinates(case))
+                       confidence=d.verdict.get("confidence"), raw_confidence=d.verdict.get("raw_confidence"),
+                       findings=found, **_coordinates(case))
 
 
 def _coordinates(case: Case) -> dict:

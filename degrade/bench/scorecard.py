@@ -32,6 +32,7 @@ class CaseOutcome:
     build_seconds: float = 0.0  # training time when built in this bench run, 0.0 when cached
     error_codes: list[str] = field(default_factory=list)  # codes of error findings only
     confidence: float | None = None  # the verdict's confidence
+    raw_confidence: float | None = None  # ... before the verdict calibration mapped it
     model: str = ""  # v2 coordinates (degrade/bench/v2)
     fault: str = ""
     split: str = ""

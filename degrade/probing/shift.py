@@ -82,7 +82,7 @@ class TrainProfile:
     reservoir: int
     seed: int = 0
     n: int = 0
-    targets: set[int] = field(default_factory=set)
+    target_counts: dict[int, int] = field(default_factory=dict)  # how often each target occurs
     label_counts: dict[int, int] = field(default_factory=dict)
     max_length: int = 0
     max_token: int = -1
@@ -91,6 +91,28 @@ class TrainProfile:
 
     def __post_init__(self):
         self._rng = np.random.default_rng(self.seed)
+
+    @property
+    def targets(self):
+        """The set of targets training asked for (a set-like view)."""
+        return self.target_counts.keys()
+
+    def _count(self, values: np.ndarray) -> None:
+        vals, cnt = np.unique(values, return_counts=True)
+        for v, c in zip(vals.tolist(), cnt.tolist()):
+            self.target_counts[v] = self.target_counts.get(v, 0) + c
+
+    def missing_mass(self) -> tuple[float, float]:
+        """Good-Turing's estimate of the probability that a new draw from the training
+        distribution is a target training never saw (Good 1953): n1 / N, the share of targets seen
+        exactly once; and its standard error (Esty 1983: var = (n1 (1 - n1/N) + 2 n2) / N^2)."""
+        total = sum(self.target_counts.values())
+        if total == 0:
+            return 1.0, 0.0
+        n1 = sum(1 for c in self.target_counts.values() if c == 1)
+        n2 = sum(1 for c in self.target_counts.values() if c == 2)
+        p0 = n1 / total
+        return p0, float(np.sqrt(max(n1 * (1 - p0) + 2 * n2, 0.0)) / total)
 
     def update(self, input_ids: list[list[int]], targets: list[list[int]] | None = None,
                label: list[int] | None = None) -> None:
@@ -104,11 +126,11 @@ class TrainProfile:
             vals, cnt = np.unique(np.asarray(label), return_counts=True)
             for v, c in zip(vals.tolist(), cnt.tolist()):
                 self.label_counts[v] = self.label_counts.get(v, 0) + c
-                self.targets.add(v)
+            self._count(np.asarray(label))
         else:
             flat = np.concatenate([np.asarray((targets[i] if targets is not None else input_ids[i])[1:],
                                               dtype=np.int64) for i in range(b)])
-            self.targets.update(np.unique(flat[flat != IGNORE_INDEX]).tolist())
+            self._count(flat[flat != IGNORE_INDEX])
         keys = self._rng.random(b)
         rows = [(input_ids[i], None if targets is None else targets[i], None if label is None else label[i])
                 for i in range(b)]
@@ -133,7 +155,7 @@ class TrainProfile:
         self.max_token = max(self.max_token, int(flat.max()) if flat.size else -1)
         not_first = np.ones(flat.size, bool)
         not_first[offsets[:-1][lengths > 0]] = False
-        self.targets.update(np.unique(flat[not_first]).tolist())
+        self._count(flat[not_first])
         keys = self._rng.random(b)
         cand = np.flatnonzero(keys < (np.partition(np.r_[self._keys, keys], self.reservoir - 1)[self.reservoir - 1]
                                       if self._keys.size + b > self.reservoir else 2.0))

@@ -32,7 +32,11 @@ class Reobservation(Check):
     eval: a custom prediction_step or callback that calls model.train()); (2) it matches ANOTHER
     checkpoint (the wrong weights were evaluated or saved, e.g. load_best_model_at_end); (3)
     neither: the eval data or its preprocessing differ from what was logged (or the logged loss is
-    defined differently: label smoothing, a custom compute_loss).
+    defined differently: label smoothing, a custom compute_loss). Before these, a few rows are scored
+    one at a time: when their losses differ from their batched scores, the model's output depends on
+    the rest of its batch (padding or other rows leak in), no re-evaluation can reproduce a value
+    logged under other batches, and the mismatch is reported as a warning naming the model's code
+    (I304, I306), not as an observation error.
     Why it matters: every later layer reads the eval numbers. If they cannot be reproduced, the
     verdict about training, code or hypothesis rests on a number nobody can believe.
     Evidence used: the history's eval record at the checkpoint's step (for the root final model:
@@ -208,7 +212,9 @@ class Reobservation(Check):
         if explanation != "neither":
             conf = min(0.95, conf + 0.05)
         severity = "error"
-        if step_gap:
+        if explanation == "batch_dependent":  # not shown to be the evaluation's fault
+            severity, conf = "warning", 0.5
+        elif step_gap:
             severity, conf = "warning", 0.4
             detail += (f" The logged record is from step {rec['step']}, the checkpoint from step "
                        f"{ckpt.step}: training between them may explain part of the gap.")
@@ -383,6 +389,25 @@ class Reobservation(Check):
         rows = run.engine.subsample(s.indices, run.budget.explain_passes, minimum=16)
         evidence["explained_on_examples"] = int(rows.size)
         seed, model, data = run.options.seed, run.model(), run.eval_data
+        # (0) a model whose output depends on the rest of its batch (padding or other rows leak in)
+        # cannot reproduce a value computed under other batches: the model, not the evaluation.
+        # The rows are scored alone and padded in one batch with the sample's longest row (the
+        # engine groups rows of equal length, so its own batches rarely pad).
+        alone = rows[:min(rows.size, 8)]
+        solo = np.array([run.engine.run_pass(model, data, np.array([i]), torch_seed=seed,
+                                             label="O101 one row").scores.loss[0] for i in alone])
+        longest = int(s.indices[int(np.argmax(s.lengths))])
+        padded = run.engine.run_pass(model, data, np.unique(np.append(alone, longest)), torch_seed=seed,
+                                     label="O101 padded batch").scores
+        batched = padded.subset(alone).loss
+        batch_diff = float(np.max(np.abs(solo - batched))) if alone.size else 0.0
+        evidence["one_row_vs_batched_max_abs_diff"] = num(batch_diff, 4)
+        if batch_diff > self._loss_tol(float(np.mean(np.abs(batched))) if alone.size else 0.0, 0.0):
+            return "batch_dependent", (
+                f"Scored one row at a time, the same {alone.size} examples give per-example losses up to "
+                f"{batch_diff:.3g} away from their batched scores: the model's output depends on the rest "
+                "of its batch (padding or other rows leak in), so a value logged under other batches "
+                "cannot come back. That is the model's code, not the evaluation (see I304 and I306).")
         # (1) train-mode evaluation. When train mode changes nothing (no active dropout/BN) one
         # pass says so; otherwise a second pass with independent masks gives the mask spread.
         n_full = len(data)
@@ -512,6 +537,8 @@ class Reobservation(Check):
                           "evaluation hook), then re-run the evaluation.",
             "wrong_checkpoint": "Evaluate and save the same weights: check load_best_model_at_end, "
                                 "which checkpoint the final evaluation loaded, and what save_model wrote.",
+            "batch_dependent": "Fix the model so that each row's output depends on that row only: the "
+                               "attention mask (padding), the softmax axis, any batch-level statistic.",
         }.get(explanation, "Evaluate with exactly the eval data and preprocessing used in training "
                            "(same rows, tokenizer, truncation, label masking), and report the plain "
                            "cross-entropy as the eval loss.")
@@ -523,5 +550,7 @@ class Reobservation(Check):
                           "value: it should drop to the eval-mode number degrade recomputed.",
             "wrong_checkpoint": "Load each checkpoint, evaluate it, and line the values up against the "
                                 "logged ones to see which weights each record came from.",
+            "batch_dependent": "Score one eval row alone and inside batches of different sizes: the "
+                               "outputs should be identical; the first layer where they differ is the bug.",
         }.get(explanation, "Evaluate the checkpoint with the training script's own eval dataloader and "
                            "diff its first batch (input_ids, labels) against the --eval-data you gave.")

@@ -88,14 +88,16 @@ class TrainEvalOverlap(Check):
                source="arithmetic: with a memorisation advantage g the metric moves by 0.05*g, e.g. "
                       "2.5 points at g=0.5, above the SE of any eval set of more than ~400 items "
                       "(SE <= 0.5/sqrt(n))",
-               help="Contamination of this fraction or more is an error. Below it, it is an error only "
-                    "when the model is available and the measured shift (metric on all items minus on "
-                    "clean items) exceeds shift_se SEs of the metric with the contaminated items "
-                    "significantly better."),
-        Option("shift_se", 1.0,
-               source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
-               help="Standard errors of the metric by which the contaminated items must move it for "
-                    "an error below error_fraction (see error_fraction)."),
+               help="Without a model to measure the cost, contamination of this fraction or more is "
+                    "an error; with one, the measured shift decides (min_acc_shift, min_loss_shift)."),
+        Option("min_acc_shift", 0.01,
+               source="P401's practical accuracy margin (one point)",
+               help="With the model there: the contaminated items must raise the reported accuracy by "
+                    "at least this much (absolute) for an error."),
+        Option("min_loss_shift", 0.05,
+               source="ANCHORS.md: a < 5% change is 'not decreasing'; the same relative size is the "
+                      "least material shift of a loss",
+               help="... or lower the reported loss by at least this fraction of the clean items' loss."),
         Option("boilerplate_fraction", 0.01,
                source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
                help="N-grams in more than this fraction of the training sample (and at least 3 "
@@ -176,11 +178,23 @@ class TrainEvalOverlap(Check):
                 confidence=0.8, evidence=evidence, fix="Nothing to fix.",
                 next_experiment="None needed for contamination; see O101/O102 for the eval's other risks.")]
 
-        shift_error = False
-        if split is not None and split.get("shift_in_se") is not None:
-            shift_error = (abs(split["shift_in_se"]) > self.opts["shift_se"]
-                           and (split.get("z_contaminated_vs_clean") or 0) >= Z95)
-        error = fraction >= self.opts["error_fraction"] or shift_error
+        # The cost decides when it was measured (DESIGN.md §1: an error's cost is beyond noise and
+        # material): the contaminated items move the reported accuracy by min_acc_shift or the
+        # reported loss by min_loss_shift of the clean loss, the model doing measurably better on
+        # them than on the clean items (z >= 1.96: a memorisation advantage, not chance). Overlap
+        # that moves nothing (a model that generalises, chance n-gram overlap in a tiny
+        # vocabulary, a metric at its ceiling) is a warning. Without a model the fraction rule
+        # stands in for the cost.
+        measured = split is not None and (split.get("z_contaminated_vs_clean") is not None
+                                          or split.get("z_loss_clean_vs_contaminated") is not None)
+        if measured:
+            acc_cost = ((split.get("z_contaminated_vs_clean") or 0) >= Z95
+                        and (split.get("shift") or 0) >= self.opts["min_acc_shift"])
+            loss_cost = ((split.get("z_loss_clean_vs_contaminated") or 0) >= Z95
+                         and (split.get("loss_shift") or 0) >= self.opts["min_loss_shift"] * (split.get("loss_clean") or 0))
+            error = acc_cost or loss_cost
+        else:
+            error = fraction >= self.opts["error_fraction"]
         kinds = []
         if exact_input.any():
             kinds.append(f"{int(exact_input.sum())} exact input match(es)"
@@ -364,8 +378,11 @@ class TrainEvalOverlap(Check):
         acc_all, se_all = ratio_se(s.correct * s.n_targets, s.n_targets)
         acc_c, se_c = ratio_se((s.correct * s.n_targets)[c], s.n_targets[c])
         acc_k, se_k = ratio_se((s.correct * s.n_targets)[~c], s.n_targets[~c])
-        loss_c, _ = ratio_se((s.loss * s.n_targets)[c], s.n_targets[c])
-        loss_k, _ = ratio_se((s.loss * s.n_targets)[~c], s.n_targets[~c])
+        loss_all, se_loss = ratio_se(s.loss * s.n_targets, s.n_targets)
+        loss_c, se_lc = ratio_se((s.loss * s.n_targets)[c], s.n_targets[c])
+        loss_k, se_lk = ratio_se((s.loss * s.n_targets)[~c], s.n_targets[~c])
+        z_loss, _ = z_test(loss_k - loss_c, math.hypot(se_lc if math.isfinite(se_lc) else 0.0,
+                                                      se_lk if math.isfinite(se_lk) else 0.0))
         se_diff = math.sqrt((se_c if math.isfinite(se_c) else 0.0) ** 2 + (se_k if math.isfinite(se_k) else 0.0) ** 2)
         z, _ = z_test(acc_c - acc_k, se_diff)
         shift = acc_all - acc_k
@@ -373,7 +390,11 @@ class TrainEvalOverlap(Check):
                     "all": num(acc_all, 4), "shift": num(shift, 3), "se_of_metric": num(se_all, 3),
                     "shift_in_se": num(shift / se_all, 3) if se_all and math.isfinite(se_all) and se_all > 0 else None,
                     "z_contaminated_vs_clean": num(z, 3),
-                    "loss_contaminated": num(loss_c, 4), "loss_clean": num(loss_k, 4)})
+                    "loss_contaminated": num(loss_c, 4), "loss_clean": num(loss_k, 4),
+                    "loss_shift": num(loss_k - loss_all, 4), "se_of_loss": num(se_loss, 4),
+                    "loss_shift_in_se": num((loss_k - loss_all) / se_loss, 3)
+                    if se_loss and math.isfinite(se_loss) and se_loss > 0 else None,
+                    "z_loss_clean_vs_contaminated": num(z_loss, 3)})
         return out
 
 

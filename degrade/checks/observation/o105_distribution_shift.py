@@ -41,8 +41,10 @@ class DistributionShift(Check):
     Evidence used: the training data read once in batches (targets, labels, lengths, a uniform
     reservoir sample of rows; --budget max_train_examples caps the sample, never the pass); a
     --budget sample of the eval data; per-example eval scores when the model is available.
-    Severity: error when at least unseen_error_fraction of eval targets are unseen in training
-    and, for causal LMs (a pretrained LM may know tokens its fine-tuning never targeted), the model
+    Severity: error when at least unseen_error_fraction of eval targets are unseen in training,
+    more than an eval drawn like the training data would show (Good-Turing's missing mass of the
+    training targets, n1/N, by `unseen_z` standard errors: a tiny training set leaves targets
+    unseen without any shift) and, for causal LMs (a pretrained LM may know tokens its fine-tuning never targeted), the model
     is available and its accuracy on those targets is below unseen_accuracy_ratio of its accuracy on
     the others; warning when the drift score of either classifier reaches drift_warning with
     p < p_value; else info.
@@ -66,6 +68,11 @@ class DistributionShift(Check):
                       "more than ~400 items",
                help="Share of eval targets unseen as training targets for an error (for causal LMs "
                     "only when the model also fails them, see unseen_accuracy_ratio)."),
+        Option("unseen_z", 2.0,
+               source="Good 1953 / Esty 1983: the Good-Turing missing mass n1/N and its standard error; "
+                      "two standard errors, the convention of degrade's comparisons",
+               help="Standard errors by which the unseen-target share must exceed what an eval drawn "
+                    "like the training data would show (the training targets' missing mass)."),
         Option("unseen_accuracy_ratio", 0.5,
                source="unsourced: chosen by hand; to be measured on DegradeBench v2's dev split",
                help="Causal LMs (a pretrained LM may know tokens its fine-tuning never targeted): the "
@@ -133,7 +140,15 @@ class DistributionShift(Check):
             if emb_test["drift_score"] > drift:  # the stronger of the two tests sets the severity
                 drift, p = emb_test["drift_score"], emb_test["p_value"]
         frac = unseen["fraction"] or 0.0
-        unseen_error = frac >= self.opts["unseen_error_fraction"] and self._unseen_hurts(classification, perf)
+        # Targets a small training set never saw are expected even without any shift: Good-Turing's
+        # missing mass is what an eval drawn like the training data would show. Only a share beyond
+        # it (and its noise) says the eval asks for something else.
+        p0, p0_se = prof.missing_mass()
+        se = float(np.hypot(p0_se, np.sqrt(max(p0 * (1 - p0), 1e-12) / max(unseen["of"], 1))))
+        unseen.update(expected_if_drawn_like_training=num(p0, 4), expected_se=num(se, 4))
+        beyond_chance = frac - p0 > self.opts["unseen_z"] * se
+        unseen_error = (frac >= self.opts["unseen_error_fraction"] and beyond_chance
+                        and self._unseen_hurts(classification, perf))
         if unseen["n"]:
             msg = (f"{unseen['n']} of {unseen['of']} eval targets ({100 * frac:.1f}%) are "
                    f"{'labels' if classification else 'tokens'} training never asked for "

@@ -1,0 +1,125 @@
+"""Calibrated confidence: the probability that the layer a finding (or the verdict) names is truly
+degraded.
+
+A check reports a raw confidence, its own strength of evidence. What that number is worth is
+measured, not assumed: on DegradeBench v2's calibration split (never its test split) every error
+finding is labelled by whether the case's injected fault sits in the finding's layer, and the raw
+confidences are mapped to probabilities by Platt scaling (Platt 1999: a logistic regression on
+logit(raw)), per check code, shrunk towards its layer's map, which is shrunk towards the identity:
+a code seen a few times on the split keeps its layer's map, a layer seen a few times keeps the raw
+number (hierarchical, as empirical Bayes would). The verdict's confidence is the same kind of
+probability: its raw value (the top finding's calibrated confidence, discounted for outer layers
+that could not be cleared; for `none`, the share of checks that ran) mapped by an isotonic
+regression of "the verdict's layer is right" on it, fitted on the same split.
+
+The maps live in degrade/calibration.json with what they were fitted on; `degrade bench
+--fit-calibration` writes it (finding maps first, then the calibration split diagnosed again with
+them in place for the verdict map). Without the file (or for a code it does not know) the
+raw confidence passes through unchanged. A layer is degraded when an error's calibrated
+confidence passes the gate (0.5: more likely degraded than not).
+"""
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PATH = Path(__file__).with_name("calibration.json")
+SHRINK = 2.0  # pseudo-observations pulling a code to its layer's map, and a layer to the identity
+EPS = 1e-4
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), EPS), 1 - EPS)
+    return math.log(p / (1 - p))
+
+
+@lru_cache(maxsize=1)
+def _maps(path: str = str(PATH)) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def finding_probability(code: str, layer: str, raw: float, maps: dict[str, Any] | None = None) -> float:
+    m = _maps() if maps is None else maps
+    ab = (m.get("codes") or {}).get(code) or (m.get("layers") or {}).get(layer)
+    if not ab:
+        return float(raw)
+    a, b = ab
+    return 1.0 / (1.0 + math.exp(-(a * _logit(raw) + b)))
+
+
+def verdict_probability(raw: float, maps: dict[str, Any] | None = None) -> float:
+    m = _maps() if maps is None else maps
+    table = m.get("verdict")
+    if not table:
+        return float(raw)
+    xs, ys = table["x"], table["y"]
+    return float(np.interp(raw, xs, ys))
+
+
+def calibrate(results) -> None:
+    """Replace every error finding's confidence by its calibrated probability (raw kept)."""
+    for r in results:
+        for f in r.findings:
+            if f.is_error:
+                f.confidence = round(finding_probability(f.code, f.layer.value, f.raw_confidence), 4)
+
+
+# ---- fitting (degrade bench --fit-calibration) ------------------------------------------------
+def _platt(x: np.ndarray, y: np.ndarray, prior: tuple[float, float], weight: float) -> tuple[float, float]:
+    """(a, b) maximising the log-likelihood of y ~ sigmoid(a x + b) minus a Gaussian pull of
+    `weight` pseudo-observations towards `prior`."""
+    from scipy.optimize import minimize
+
+    def loss(ab):
+        z = ab[0] * x + ab[1]
+        nll = np.sum(np.logaddexp(0, z) - y * z)
+        return nll + 0.5 * weight * ((ab[0] - prior[0]) ** 2 + (ab[1] - prior[1]) ** 2)
+    res = minimize(loss, np.asarray(prior, float), method="L-BFGS-B")
+    return float(res.x[0]), float(res.x[1])
+
+
+def fit_findings(outcomes: list) -> dict[str, Any]:
+    """Per-layer and per-code Platt maps from bench outcomes' error findings (raw confidences)."""
+    rows = [(f["code"], f["layer"], f.get("raw_confidence", f["confidence"]), o.expected_layer == f["layer"])
+            for o in outcomes if not o.error for f in o.findings if f["severity"] == "error"]
+    layers, codes = {}, {}
+    for layer in sorted({r[1] for r in rows}):
+        mine = [r for r in rows if r[1] == layer]
+        x, y = np.array([_logit(r[2]) for r in mine]), np.array([float(r[3]) for r in mine])
+        layers[layer] = _platt(x, y, (1.0, 0.0), SHRINK)
+        for code in sorted({r[0] for r in mine}):
+            cm = [r for r in mine if r[0] == code]
+            xc, yc = np.array([_logit(r[2]) for r in cm]), np.array([float(r[3]) for r in cm])
+            codes[code] = _platt(xc, yc, layers[layer], SHRINK)
+    return {"findings": len(rows), "layers": layers, "codes": codes}
+
+
+def fit_verdict(outcomes: list) -> dict[str, Any]:
+    """The isotonic map of the verdict's raw confidence to its hit rate (diagnosed with the
+    finding maps in place)."""
+    kept = [o for o in outcomes if not o.error]
+    raw = np.array([float(o.raw_confidence if o.raw_confidence is not None else o.confidence or 0.0)
+                    for o in kept])
+    hit = np.array([float(o.layer_hit) for o in kept])
+    return {"verdicts": int(raw.size), "verdict": _isotonic(raw, hit)}
+
+
+def _isotonic(x: np.ndarray, y: np.ndarray) -> dict[str, list[float]] | None:
+    from scipy.optimize import isotonic_regression
+    if x.size < 2:
+        return None
+    order = np.argsort(x, kind="stable")
+    fitted = isotonic_regression(y[order]).x
+    xs, ys = x[order], fitted
+    # one point per distinct x (the mean of the fitted values there), for np.interp
+    ux = np.unique(xs)
+    uy = np.array([ys[xs == v].mean() for v in ux])
+    return {"x": [round(float(v), 4) for v in ux], "y": [round(float(v), 4) for v in uy]}
