@@ -9,8 +9,9 @@ logit(raw)), per check code, shrunk towards its layer's map, which is shrunk tow
 a code seen a few times on the split keeps its layer's map, a layer seen a few times keeps the raw
 number (hierarchical, as empirical Bayes would). The verdict's confidence is the same kind of
 probability: its raw value (the top finding's calibrated confidence, discounted for outer layers
-that could not be cleared; for `none`, the share of checks that ran) mapped by an isotonic
-regression of "the verdict's layer is right" on it, fitted on the same split.
+that could not be cleared; for `none`, the share of checks that ran) mapped by a Platt map of "the
+verdict's layer is right" on it, fitted on the same split and shrunk to the identity (with a few
+dozen verdicts, an isotonic fit's steps would be the split's noise).
 
 The maps live in degrade/calibration.json with what they were fitted on; `degrade bench
 --fit-calibration` writes it (finding maps first, then the calibration split diagnosed again with
@@ -57,11 +58,10 @@ def finding_probability(code: str, layer: str, raw: float, maps: dict[str, Any] 
 
 def verdict_probability(raw: float, maps: dict[str, Any] | None = None) -> float:
     m = _maps() if maps is None else maps
-    table = m.get("verdict")
-    if not table:
+    ab = m.get("verdict")
+    if not ab:
         return float(raw)
-    xs, ys = table["x"], table["y"]
-    return float(np.interp(raw, xs, ys))
+    return 1.0 / (1.0 + math.exp(-(ab[0] * _logit(raw) + ab[1])))
 
 
 def calibrate(results) -> None:
@@ -103,23 +103,11 @@ def fit_findings(outcomes: list) -> dict[str, Any]:
 
 
 def fit_verdict(outcomes: list) -> dict[str, Any]:
-    """The isotonic map of the verdict's raw confidence to its hit rate (diagnosed with the
-    finding maps in place)."""
+    """The Platt map of the verdict's raw confidence to its hit rate (diagnosed with the finding
+    maps in place)."""
     kept = [o for o in outcomes if not o.error]
-    raw = np.array([float(o.raw_confidence if o.raw_confidence is not None else o.confidence or 0.0)
+    raw = np.array([_logit(o.raw_confidence if o.raw_confidence is not None else o.confidence or 0.0)
                     for o in kept])
     hit = np.array([float(o.layer_hit) for o in kept])
-    return {"verdicts": int(raw.size), "verdict": _isotonic(raw, hit)}
+    return {"verdicts": int(raw.size), "verdict": _platt(raw, hit, (1.0, 0.0), SHRINK) if raw.size else None}
 
-
-def _isotonic(x: np.ndarray, y: np.ndarray) -> dict[str, list[float]] | None:
-    from scipy.optimize import isotonic_regression
-    if x.size < 2:
-        return None
-    order = np.argsort(x, kind="stable")
-    fitted = isotonic_regression(y[order]).x
-    xs, ys = x[order], fitted
-    # one point per distinct x (the mean of the fitted values there), for np.interp
-    ux = np.unique(xs)
-    uy = np.array([ys[xs == v].mean() for v in ux])
-    return {"x": [round(float(v), 4) for v in ux], "y": [round(float(v), 4) for v in uy]}

@@ -38,11 +38,11 @@ def test_a_code_seen_once_stays_near_its_layer():
 def test_the_verdict_map_is_monotone_and_tracks_hit_rates():
     outs = [_case("observation", [], predicted="observation" if i % 4 else "none", raw=0.9, name=f"a{i}")
             for i in range(40)]
-    outs += [_case("observation", [], predicted="none", raw=0.3, name=f"b{i}") for i in range(40)]
-    table = fit_verdict(outs)["verdict"]
-    assert verdict_probability(0.9, {"verdict": table}) == 0.75
-    assert verdict_probability(0.3, {"verdict": table}) == 0.0
-    assert table["y"] == sorted(table["y"])
+    outs += [_case("observation", [], predicted="observation" if i % 4 == 0 else "none", raw=0.3,
+                   name=f"b{i}") for i in range(40)]
+    ab = fit_verdict(outs)["verdict"]
+    high, low = (verdict_probability(x, {"verdict": ab}) for x in (0.9, 0.3))
+    assert abs(high - 0.75) < 0.05 and abs(low - 0.25) < 0.05 and low < high
 
 
 def test_the_shipped_maps_were_fitted_on_the_calibration_split():

@@ -30,7 +30,7 @@ UNSOURCED_ALLOWED = {
     ("I305", "max_end_sigmas"),
     ("I307", "collapse_tol"), ("I307", "collapse_input_ratio"),
     ("O101", "abs_tol"),
-    ("O103", "shift_se"), ("O103", "boilerplate_fraction"),
+    ("O103", "boilerplate_fraction"),
     ("O104", "min_clean_accuracy"), ("O104", "min_confidence"), ("O104", "train_ratio"),
     ("O104", "length_rate_ratio"), ("O104", "structure_p"), ("O104", "remap_share"),
     ("O105", "p_value"), ("O105", "unseen_accuracy_ratio"), ("O105", "axis_drop"), ("O105", "axis_z"),
