@@ -7,7 +7,8 @@ finding is labelled by whether the case's injected fault sits in the finding's l
 confidences are mapped to probabilities by Platt scaling (Platt 1999: a logistic regression on
 logit(raw)), per check code, shrunk towards its layer's map, which is shrunk towards the identity:
 a code seen a few times on the split keeps its layer's map, a layer seen a few times keeps the raw
-number (hierarchical, as empirical Bayes would). The verdict's confidence is the same kind of
+number (hierarchical, as empirical Bayes would); how strongly is chosen by leave-one-case-out
+likelihood on the split. The verdict's confidence is the same kind of
 probability: its raw value (the top finding's calibrated confidence, discounted for outer layers
 that could not be cleared; for `none`, the share of checks that ran) mapped by a Platt map of "the
 verdict's layer is right" on it, fitted on the same split and shrunk to the identity (with a few
@@ -30,7 +31,10 @@ from typing import Any
 import numpy as np
 
 PATH = Path(__file__).with_name("calibration.json")
-SHRINK = 2.0  # pseudo-observations pulling a code to its layer's map, and a layer to the identity
+# Pseudo-observations pulling a code to its layer's map and a layer to the identity: chosen among
+# these by leave-one-case-out likelihood on the split (fit_findings), not by hand.
+SHRINK_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+SHRINK = 2.0  # the verdict map's
 EPS = 1e-4
 
 
@@ -87,19 +91,35 @@ def _platt(x: np.ndarray, y: np.ndarray, prior: tuple[float, float], weight: flo
 
 
 def fit_findings(outcomes: list) -> dict[str, Any]:
-    """Per-layer and per-code Platt maps from bench outcomes' error findings (raw confidences)."""
-    rows = [(f["code"], f["layer"], f.get("raw_confidence", f["confidence"]), o.expected_layer == f["layer"])
+    """Per-layer and per-code Platt maps from bench outcomes' error findings (raw confidences),
+    with the shrinkage chosen by leave-one-case-out log-likelihood."""
+    rows = [(o.name, f["code"], f["layer"], f.get("raw_confidence", f["confidence"]), o.expected_layer == f["layer"])
             for o in outcomes if not o.error for f in o.findings if f["severity"] == "error"]
+    cases = sorted({r[0] for r in rows})
+
+    def held_out_loglik(weight: float) -> float:
+        total = 0.0
+        for case in cases:
+            maps = _fit([r for r in rows if r[0] != case], weight)
+            for _, code, layer, raw, hit in (r for r in rows if r[0] == case):
+                p = min(max(finding_probability(code, layer, raw, maps), EPS), 1 - EPS)
+                total += math.log(p if hit else 1 - p)
+        return total
+    weight = max(SHRINK_GRID, key=held_out_loglik) if len(cases) > 1 else SHRINK_GRID[-1]
+    return {"findings": len(rows), "shrink": weight, **_fit(rows, weight)}
+
+
+def _fit(rows: list[tuple], weight: float) -> dict[str, Any]:
     layers, codes = {}, {}
-    for layer in sorted({r[1] for r in rows}):
-        mine = [r for r in rows if r[1] == layer]
-        x, y = np.array([_logit(r[2]) for r in mine]), np.array([float(r[3]) for r in mine])
-        layers[layer] = _platt(x, y, (1.0, 0.0), SHRINK)
-        for code in sorted({r[0] for r in mine}):
-            cm = [r for r in mine if r[0] == code]
-            xc, yc = np.array([_logit(r[2]) for r in cm]), np.array([float(r[3]) for r in cm])
-            codes[code] = _platt(xc, yc, layers[layer], SHRINK)
-    return {"findings": len(rows), "layers": layers, "codes": codes}
+    for layer in sorted({r[2] for r in rows}):
+        mine = [r for r in rows if r[2] == layer]
+        x, y = np.array([_logit(r[3]) for r in mine]), np.array([float(r[4]) for r in mine])
+        layers[layer] = _platt(x, y, (1.0, 0.0), weight)
+        for code in sorted({r[1] for r in mine}):
+            cm = [r for r in mine if r[1] == code]
+            xc, yc = np.array([_logit(r[3]) for r in cm]), np.array([float(r[4]) for r in cm])
+            codes[code] = _platt(xc, yc, layers[layer], weight)
+    return {"layers": layers, "codes": codes}
 
 
 def fit_verdict(outcomes: list) -> dict[str, Any]:

@@ -16,8 +16,8 @@ def _case(expected, findings, predicted="observation", raw=0.8, name="c"):
 
 def test_a_code_that_is_usually_wrong_is_mapped_below_the_gate():
     # O102 errors at raw 0.6 on 30 cases, right on 3; O103 errors at 0.9, right on 28 of 30.
-    outs = [_case("observation" if i < 3 else "reachability", [("O102", "observation", 0.6)]) for i in range(30)]
-    outs += [_case("observation" if i < 28 else "none", [("O103", "observation", 0.9)]) for i in range(30)]
+    outs = [_case("observation" if i < 3 else "reachability", [("O102", "observation", 0.6)], name=f"a{i}") for i in range(30)]
+    outs += [_case("observation" if i < 28 else "none", [("O103", "observation", 0.9)], name=f"b{i}") for i in range(30)]
     maps = fit_findings(outs)
     assert finding_probability("O102", "observation", 0.6, maps) < 0.3
     assert finding_probability("O103", "observation", 0.9, maps) > 0.8
