@@ -3,12 +3,14 @@ degraded.
 
 A check reports a raw confidence, its own strength of evidence. What that number is worth is
 measured, not assumed: on DegradeBench v2's calibration split (never its test split) every error
-finding is labelled by whether the case's injected fault sits in the finding's layer, and the raw
+finding is labelled by whether the case's injected fault sits in the finding's layer (findings in
+layers inside the faulty one are left out: the backward walk never reaches them there, so the
+probability is that of the layer being degraded given the layers outside it are clean), and the raw
 confidences are mapped to probabilities by Platt scaling (Platt 1999: a logistic regression on
 logit(raw)), per check code, shrunk towards its layer's map, which is shrunk towards the identity:
 a code seen a few times on the split keeps its layer's map, a layer seen a few times keeps the raw
-number (hierarchical, as empirical Bayes would); how strongly is chosen by leave-one-case-out
-likelihood on the split. The verdict's confidence is the same kind of
+number (hierarchical, as empirical Bayes would); how strongly, at each of the two levels, is chosen
+by leave-one-case-out likelihood on the split. The verdict's confidence is the same kind of
 probability: its raw value (the top finding's calibrated confidence, discounted for outer layers
 that could not be cleared; for `none`, the share of checks that ran) mapped by a Platt map of "the
 verdict's layer is right" on it, fitted on the same split and shrunk to the identity (with a few
@@ -30,10 +32,20 @@ from typing import Any
 
 import numpy as np
 
+from degrade.layers import WALK
+
 PATH = Path(__file__).with_name("calibration.json")
+# What the verdict's confidence means, in the words every report prints next to it.
+MEANING = ("confidence: the probability that this verdict's layer is the right one, calibrated on "
+           "DegradeBench v2's calibration split")
 # Pseudo-observations pulling a code to its layer's map and a layer to the identity: chosen among
 # these by leave-one-case-out likelihood on the split (fit_findings), not by hand.
 SHRINK_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+# A code's own fit may not pull harder than this many pseudo-observations towards its layer's map:
+# on a split of a few dozen cases most codes fire once or twice, and leave-one-case-out then
+# rewards fitting those one or two cases (it chose 1 on the committed split, which sent R201 from
+# 0.7 to 0.36 on two findings while the dev split shows it right on half of its errors).
+MIN_CODE_SHRINK = 5.0
 SHRINK = 2.0  # the verdict map's
 EPS = 1e-4
 
@@ -94,31 +106,43 @@ def fit_findings(outcomes: list) -> dict[str, Any]:
     """Per-layer and per-code Platt maps from bench outcomes' error findings (raw confidences),
     with the shrinkage chosen by leave-one-case-out log-likelihood."""
     rows = [(o.name, f["code"], f["layer"], f.get("raw_confidence", f["confidence"]), o.expected_layer == f["layer"])
-            for o in outcomes if not o.error for f in o.findings if f["severity"] == "error"]
+            for o in outcomes if not o.error for f in o.findings
+            if f["severity"] == "error" and not _inside_the_fault(f["layer"], o.expected_layer)]
     cases = sorted({r[0] for r in rows})
 
-    def held_out_loglik(weight: float) -> float:
+    def held_out_loglik(weights: tuple[float, float]) -> float:
         total = 0.0
         for case in cases:
-            maps = _fit([r for r in rows if r[0] != case], weight)
+            maps = _fit([r for r in rows if r[0] != case], *weights)
             for _, code, layer, raw, hit in (r for r in rows if r[0] == case):
                 p = min(max(finding_probability(code, layer, raw, maps), EPS), 1 - EPS)
                 total += math.log(p if hit else 1 - p)
         return total
-    weight = max(SHRINK_GRID, key=held_out_loglik) if len(cases) > 1 else SHRINK_GRID[-1]
-    return {"findings": len(rows), "shrink": weight, **_fit(rows, weight)}
+    grid = [(lw, cw) for lw in SHRINK_GRID for cw in SHRINK_GRID if cw >= MIN_CODE_SHRINK]
+    weights = max(grid, key=held_out_loglik) if len(cases) > 1 else (SHRINK_GRID[-1],) * 2
+    return {"findings": len(rows), "shrink": {"layer_to_identity": weights[0], "code_to_layer": weights[1]},
+            **_fit(rows, *weights)}
 
 
-def _fit(rows: list[tuple], weight: float) -> dict[str, Any]:
+def _inside_the_fault(layer: str, expected: str) -> bool:
+    """A finding in a layer inside the case's degraded one: the backward walk stops at the outer
+    layer, so this finding never decides a verdict there; whether it is "right" is not what its
+    confidence is for (the probability that its layer is degraded given the layers outside it are
+    clean). Left out of the fit."""
+    names = [w.value for w in WALK]
+    return expected in names and layer in names and names.index(expected) < names.index(layer)
+
+
+def _fit(rows: list[tuple], layer_weight: float, code_weight: float) -> dict[str, Any]:
     layers, codes = {}, {}
     for layer in sorted({r[2] for r in rows}):
         mine = [r for r in rows if r[2] == layer]
         x, y = np.array([_logit(r[3]) for r in mine]), np.array([float(r[4]) for r in mine])
-        layers[layer] = _platt(x, y, (1.0, 0.0), weight)
+        layers[layer] = _platt(x, y, (1.0, 0.0), layer_weight)
         for code in sorted({r[1] for r in mine}):
             cm = [r for r in mine if r[1] == code]
             xc, yc = np.array([_logit(r[3]) for r in cm]), np.array([float(r[4]) for r in cm])
-            codes[code] = _platt(xc, yc, layers[layer], weight)
+            codes[code] = _platt(xc, yc, layers[layer], code_weight)
     return {"layers": layers, "codes": codes}
 
 

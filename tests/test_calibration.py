@@ -27,12 +27,13 @@ def test_a_code_that_is_usually_wrong_is_mapped_below_the_gate():
     assert finding_probability("P401", "perception", 0.7, maps) == 0.7
 
 
-def test_a_code_seen_once_stays_near_its_layer():
-    outs = [_case("reachability", [("R201", "reachability", 0.8)], name=f"r{i}") for i in range(20)]
-    outs.append(_case("none", [("R212", "reachability", 0.8)]))
-    maps = fit_findings(outs)
-    one = finding_probability("R212", "reachability", 0.8, maps)
-    assert abs(one - finding_probability("R201", "reachability", 0.8, maps)) < 0.25
+def test_shrinkage_keeps_a_rare_code_near_its_layer():
+    from degrade.calibration import _fit
+    rows = [(f"r{i}", "R201", "reachability", 0.8, True) for i in range(20)] + [("x", "R212", "reachability", 0.8, False)]
+    strong, weak = _fit(rows, 50.0, 50.0), _fit(rows, 1.0, 1.0)
+    r201 = finding_probability("R201", "reachability", 0.8, strong)
+    assert abs(finding_probability("R212", "reachability", 0.8, strong) - r201) < 0.25
+    assert finding_probability("R212", "reachability", 0.8, weak) < finding_probability("R212", "reachability", 0.8, strong)
 
 
 def test_the_verdict_map_is_monotone_and_tracks_hit_rates():

@@ -173,8 +173,11 @@ def test_cli_report_renders_saved_json(tmp_path, capsys):
 
 # ---- markdown ----------------------------------------------------------------------------------
 def test_markdown_has_verdict_codes_and_evidence():
-    md = make().to_markdown()
-    assert "**Verdict: reachability is degraded** (confidence 0.80)" in md
+    d = make()
+    md = d.to_markdown()
+    conf = d.verdict["confidence"]  # the calibrated probability (degrade/calibration.py)
+    assert f"**Verdict: reachability is degraded** (confidence {conf:.2f})" in md
+    assert "calibrated on DegradeBench v2's calibration split" in md  # what the number means
     assert "**Next experiment:** Resume for 2x the steps" in md
     for code in ("O101", "R201", "I301", "P401", "P402"):
         assert code in md
@@ -294,9 +297,10 @@ def _console_text(d) -> str:
 
 
 def test_console_shows_verdict_ladder_findings_and_checks(capsys):
-    text = _console_text(make())
+    d = make()
+    text = _console_text(d)
     assert capsys.readouterr().out == ""  # everything went to the console it was given
-    assert "REACHABILITY is degraded" in text and "confidence 0.80" in text
+    assert "REACHABILITY is degraded" in text and f"confidence {d.verdict['confidence']:.2f}" in text
     assert "Next experiment: Resume for 2x the steps" in text
     assert re.search(r"reachability\s+degraded\s+<- verdict\s+R201", text)
     assert re.search(r"perception\s+inconclusive", text)

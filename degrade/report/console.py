@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from degrade.calibration import MEANING
 from degrade.layers import WALK, Layer
 
 STATUS_STYLE = {"degraded": "bold red", "clean": "green", "inconclusive": "yellow", "skipped": "dim"}
@@ -50,6 +51,7 @@ def _verdict(d) -> Panel:
     body = Text()
     body.append(title, style=f"bold {style}")
     body.append(f"   confidence {_num(v.get('confidence'))}\n", style="bold")
+    body.append(f"({MEANING})\n", style="dim")
     # The ladder's headline opens with "<Layer> is degraded: ", which the title already says.
     body.append(str(v.get("headline", "")).removeprefix(f"{layer.capitalize()} is degraded: ") + "\n")
     if v.get("next_experiment"):

@@ -13,6 +13,7 @@ from collections import Counter
 from html import escape
 from typing import Any
 
+from degrade.calibration import MEANING
 from degrade.layers import WALK, Layer
 from degrade.report.svg import line_chart
 
@@ -57,14 +58,15 @@ def _verdict(d) -> str:
     else:
         kind, title = "warn", "Inconclusive"
     conf = _float(v.get("confidence"))
-    bar = (f'<div class="conf"><span>confidence {conf:.2f}</span>'
+    bar = (f'<div class="conf" title="{_e(MEANING)}"><span>confidence {conf:.2f}</span>'
            f'<div class="bar"><i style="width:{max(0.0, min(conf, 1.0)) * 100:.0f}%"></i></div></div>'
            if conf == conf else "")  # NaN check: no bar for an unknown confidence
     nxt = (f'<p class="next"><b>Next experiment</b> {_e(v["next_experiment"])}</p>'
            if v.get("next_experiment") else "")
     return (f'<section class="verdict {kind}"><div class="vhead"><div><div class="label">Verdict</div>'
             f'<h1>{_e(title)}</h1></div>{bar}</div>'
-            f'<p class="headline">{_e(_headline(v, title))}</p>{nxt}</section>\n')
+            f'<p class="headline">{_e(_headline(v, title))}</p>{nxt}'
+            f'<p class="meaning">{_e(MEANING)}</p></section>\n')
 
 
 def _headline(v: dict, title: str) -> str:
@@ -249,6 +251,7 @@ header{display:flex;flex-wrap:wrap;align-items:baseline;gap:6px 18px;margin-bott
 .vhead{display:flex;justify-content:space-between;align-items:flex-end;gap:16px;flex-wrap:wrap}
 .label{font-size:12px;text-transform:uppercase;letter-spacing:.08em;color:var(--muted)}
 .headline{font-size:15px;margin:10px 0 6px}
+.meaning{font-size:12px;color:#666;margin:6px 0 0}
 .next{margin:0;padding:8px 12px;background:var(--bg);border-radius:6px}
 .next b{margin-right:6px}
 .conf{min-width:180px;font-size:12px;color:var(--muted)}

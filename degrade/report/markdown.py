@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from degrade.calibration import MEANING
 from degrade.layers import WALK, Layer
 
 STATUS_ICON = {"degraded": "🔴", "clean": "🟢", "inconclusive": "🟡", "skipped": "⚪"}
@@ -50,7 +51,7 @@ def _verdict(d) -> list[str]:
         title = f"{_esc(v.get('layer', ''))} is degraded"
     else:
         title = "no degradation found" if v.get("layer") == "none" else "inconclusive"
-    lines = [f"**Verdict: {title}** (confidence {_num(v.get('confidence'))})", "",
+    lines = [f"**Verdict: {title}** (confidence {_num(v.get('confidence'))})", "", f"_{MEANING}_", "",
              f"> {_esc(_headline(v))}", ""]
     if v.get("next_experiment"):
         lines += [f"**Next experiment:** {_esc(v['next_experiment'])}", ""]
