@@ -6,7 +6,9 @@ positions, heads, masks, baselines, its confident disagreements with labels) wou
 an untrained one. Those checks declare `requires_learning = True`; the sandbox asks this module
 first and skips them with the reason when the model has not learned. The exact invariance tests
 (a causal mask that leaks, padding that changes the output, a softmax over the wrong axis) hold
-for any weights, so they run regardless.
+for any weights, so they run regardless, and so do readings of the data alone: P403's exact
+order-blindness, P404's objective that never covers the eval's targets (its proxy-label reading,
+which says what the model learned, asks this module itself).
 
 The constant predictor is the best one in hindsight on the eval targets themselves: the most
 frequent label (classification) or target token (LM), so a model must beat even the most

@@ -121,7 +121,6 @@ class OrderBlind(Check):
 
     code, name, layer = "P403", "order-blind", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data"})
-    requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     probes = 1
     # On an error it publishes {"axis": "order", "code": "P403"}: R checks defer to it and P401's
     # generic "worse than baselines" lets this specific reading lead. Publishers run after the
