@@ -37,8 +37,9 @@ class TrainingInstability(Check):
         `worse_fraction` above it, while the train loss ended `worse_fraction` above its first log
         (error). This needs only 2 train logs, so it reads runs that log rarely;
       - grad-norm explosions: a grad norm >= `grad_explosion_factor` times the rolling median of
-        the preceding points after the warmup and at least the run's median grad norm (so a blip
-        after a loss memorised to ~0 is not an explosion), or a median grad norm over the last 20%
+        the preceding points after the warmup and at least the norm the run trained at (the highest
+        rolling-median level after warmup, so a blip after a loss memorised to ~0 is not an
+        explosion), or a median grad norm over the last 20%
         of steps that many times the one after warmup; grad norms exactly 0 on
         `zero_grad_share` of the logged steps after warmup (warning).
 
@@ -71,7 +72,7 @@ class TrainingInstability(Check):
         Option("grad_explosion_factor", 10.0, source="AUTOTRAINER flags exploding gradients at a "
                "norm ratio > 70 (ANCHORS.md); across time with clipping on, 10x is far outside the "
                "2-5x fluctuation of healthy real logs (shared/real-runs)", help="A grad norm this many "
-               "times its rolling median, and at least the run's median grad norm, is an explosion."),
+               "times its rolling median, and at least the grad norm the run trained at (its highest rolling-median level after warmup), is an explosion."),
         Option("worse_fraction", 0.05, source="ANCHORS.md: a < 5% window drop is 'not decreasing'; "
                "the same size counts as ending worse", help="How far above their best (eval) and "
                "first (train) values both curves must end to read as a run that went backwards."),
@@ -210,7 +211,7 @@ class TrainingInstability(Check):
         happens by chance with probability k/n when the evals are exchangeable (no change), or the
         curve jumped up from its minimum and stayed (a level shift, curves.Rise); the end is
         `worse_fraction` above the minimum. Train: the end level is `worse_fraction` above the
-        first logged value (and 3 noise sigmas when there are >= 5 points). A healthy run's train
+        first logged value (and 3 noise sigmas when there are >= 10 points). A healthy run's train
         loss ends far below its first log, and an overfitting one's falls (R202), so neither
         reads this way.
         """
@@ -227,7 +228,8 @@ class TrainingInstability(Check):
         shifted = rise is not None and rise.level_shift() and rise.best_step <= s[0] + 0.2 * (s[-1] - s[0])
         eval_end = C.end_level(v)
         train_first, train_end = float(tv[0]), C.end_level(tv)
-        sigma = C.noise_sigma(tv) if tv.size >= 5 else 0.0
+        # With fewer than 10 points the point-to-point noise estimate is mostly the trend itself.
+        sigma = C.noise_sigma(tv) if tv.size >= 10 else 0.0
         eval_worse = (p_first <= self.opts["first_best_p"] or shifted) and v[i] > 0 \
             and eval_end >= (1 + f) * float(v[i])
         train_worse = train_first > 0 and train_end >= (1 + f) * train_first \
@@ -319,12 +321,14 @@ class TrainingInstability(Check):
         w = int(self.opts["window"])
         med = C.trailing_median(g, w)
         idx = np.arange(g.size)
-        typical = float(np.median(g[s >= start])) if (s >= start).any() else float(np.median(g))
+        after = med[(s >= start) & np.isfinite(med)]
+        working = float(after.max()) if after.size else float(np.median(g))
         with np.errstate(invalid="ignore"):
             # Scale-aware: after a loss memorised to ~0 the grad norms shrink by orders of
             # magnitude, and a blip there is x1000 its local median while still below the norm
-            # the run trained at; an explosion must also reach the run's typical norm.
-            hit = (idx >= 3) & (s >= start) & (med > 0) & (g >= k * med) & (g >= typical)
+            # the run trained at (the highest rolling-median level after warmup: most of a long
+            # run can sit at the memorised scale); an explosion must also reach that norm.
+            hit = (idx >= 3) & (s >= start) & (med > 0) & (g >= k * med) & (g >= working)
         hits = [{"step": int(s[i]), "grad_norm": C.num(g[i]), "local_median": C.num(med[i]),
                  "ratio": C.num(g[i] / med[i], 3)} for i in np.flatnonzero(hit)]
         post = g[s >= start]
