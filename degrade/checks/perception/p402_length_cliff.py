@@ -252,7 +252,9 @@ class LengthCliff(Check):
          never used as L. Eval examples longer than L are compared with those up to L. A cliff:
          the drop is >= `min_drop` absolute, beyond `z` standard errors, and a step at L fits
          accuracy-vs-length better than a straight line (a cliff, not the steady decline of
-         longer-is-harder). With learned absolute positions (GPT-2 wpe, BERT
+         longer-is-harder), unless the model has learned absolute positions: then the rows past L
+         never received a gradient, the mechanism is in the weights, and a gradual fall past L
+         counts too. With learned absolute positions (GPT-2 wpe, BERT
          position_embeddings, a `pos` table) the rows past L never received a gradient: the
          positional hypothesis "position = absolute index" fails.
       2. A cliff inside the trained range (or anywhere when L is unknown). The change point in
@@ -362,7 +364,11 @@ class LengthCliff(Check):
             ev1 = {**ev, "split": s.evidence()}
             if lm:
                 ev1.update(self._positions_split(scores, limit))
-            if s.drop >= o["min_drop"] and s.z >= o["z"] and s.sharp:
+            # The step-vs-line test tells a cliff from "longer is harder"; it is not needed where
+            # the mechanism is in the weights: with learned absolute positions, the rows past L
+            # never received a gradient (and with one eval length within L it has no power).
+            untrained_rows = scheme["learned_absolute"]
+            if s.drop >= o["min_drop"] and s.z >= o["z"] and (s.sharp or untrained_rows):
                 findings.append(self._beyond_trained(run, s, ev1, scheme, limit, source))
 
         # 2. a cliff inside the trained range (all examples when the trained length is unknown)
@@ -396,7 +402,7 @@ class LengthCliff(Check):
         ev = {**ev, "axis": slice_without(run, "position", s.acc_within, s.n_within)}
         return self.finding(
             "error",
-            f"Accuracy falls off a cliff past the trained length: {num(s.acc_within, 3)} on sequences "
+            f"Accuracy falls past the trained length: {num(s.acc_within, 3)} on sequences "
             f"up to {limit} tokens ({where}), {num(s.acc_beyond, 3)} on longer ones (drop "
             f"{num(s.drop, 3)}, {num(s.z, 3)} SE; {s.n_beyond} examples). {why}",
             confidence=(0.8 if source == "train data" else 0.7) if learned else 0.65, evidence=ev,
