@@ -29,9 +29,11 @@ class TrainLabelNoise(Check):
         model that learned nothing (which "disagrees" with every label alike) or memorised;
       - warning: the noise rate is high and the loss plateaued, but there is no eval data or no
         such agreement gap to confirm it;
-      - nothing when the model disagrees with most labels (rate >= 0.5) or only weakly (mean
-        probability of the suggested label over the suspects < `min_suspect_confidence`): a model
-        that has not learned the task says nothing about its labels; nothing below the rate, or
+      - nothing when the model disagrees with most labels (rate >= `max_noise_rate`) or only
+        weakly (mean probability of the suggested label over the suspects <
+        `min_suspect_confidence`) and no agreement gap shows (beyond 2 SE): a model that has not
+        learned the task says nothing about its labels, but one that agrees with clean held-out
+        labels far more than with its own is evidence enough, however weak it is; nothing below the rate, or
         while the loss still falls (under-training, R201, explains a
         model that disagrees with its labels).
 
@@ -103,18 +105,26 @@ class TrainLabelNoise(Check):
         ev["suspect_confidence"] = C.num(cj.suspect_confidence, 3)
         if cj.noise_rate < o["min_noise_rate"]:
             return []
-        if cj.noise_rate >= o["max_noise_rate"] or cj.suspect_confidence < o["min_suspect_confidence"]:
-            # Disagreeing with most labels, or only weakly: a model that has not learned the task
-            # (R201/R206), not evidence about the labels.
+        gap = None
+        if run.eval_data is not None:
+            es = run.eval_scores()
+            eval_acc = es.accuracy
+            gap = eval_acc - cj.accuracy
+            se = np.sqrt(eval_acc * (1 - eval_acc) / max(int(es.n_targets.sum()), 1)
+                         + cj.accuracy * (1 - cj.accuracy) / max(cj.n_targets, 1))
+            ev.update({"eval_accuracy": C.num(eval_acc, 3), "agreement_gap": C.num(gap, 3),
+                       "agreement_gap_se": C.num(se, 3)})
+        # The model agreeing with clean held-out labels beyond noise more than with its own
+        # training labels is the signature of noisy training labels by itself (a model that has
+        # not learned agrees with both alike); without it, a model that disagrees with most of
+        # its labels, or only weakly, says nothing about them.
+        agrees = gap is not None and gap >= o["min_agreement_gap"] and gap > 2 * se
+        if not agrees and (cj.noise_rate >= o["max_noise_rate"]
+                           or cj.suspect_confidence < o["min_suspect_confidence"]):
             return []
         plateau = self._plateau(run, ev)
         if not plateau:
             return []
-        gap = None
-        if run.eval_data is not None:
-            eval_acc = run.eval_scores().accuracy
-            gap = eval_acc - cj.accuracy
-            ev.update({"eval_accuracy": C.num(eval_acc, 3), "agreement_gap": C.num(gap, 3)})
         msg = (f"Confident learning flags {cj.noise_rate:.0%} of the training targets "
                f"({cj.n_suspects} of {cj.n_targets}) as mislabelled: the final model confidently "
                f"predicts another label for them, and the train loss plateaued at "
@@ -123,7 +133,7 @@ class TrainLabelNoise(Check):
                "(label smoothing, co-teaching); audit the labelling pipeline.")
         nxt = ("Relabel (or drop) 50 of the suspects by hand: if most are really wrong, retrain on "
                "the cleaned set and compare the eval metric beyond the seed noise.")
-        if gap is not None and gap >= o["min_agreement_gap"]:
+        if agrees:
             msg += (f"; the model agrees with held-out labels ({ev['eval_accuracy']:.0%}) far more than "
                     f"with its own training labels ({cj.accuracy:.0%}).")
             return [self.finding("error", msg, confidence=0.8, evidence=ev, fix=fix, next_experiment=nxt)]
