@@ -13,8 +13,9 @@ number (hierarchical, as empirical Bayes would); how strongly, at each of the tw
 by leave-one-case-out likelihood on the split. The verdict's confidence is the same kind of
 probability: its raw value (the top finding's calibrated confidence, discounted for outer layers
 that could not be cleared; for `none`, the share of checks that ran) mapped by a Platt map of "the
-verdict's layer is right" on it, fitted on the same split and shrunk to the identity (with a few
-dozen verdicts, an isotonic fit's steps would be the split's noise).
+verdict's layer is right" on it, fitted on the same split and shrunk to the identity as strongly
+as leave-one-out likelihood chooses (with a few dozen verdicts, an isotonic fit's steps would be
+the split's noise).
 
 The maps live in degrade/calibration.json with what they were fitted on; `degrade bench
 --fit-calibration` writes it (finding maps first, then the calibration split diagnosed again with
@@ -46,7 +47,6 @@ SHRINK_GRID = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 # rewards fitting those one or two cases (it chose 1 on the committed split, which sent R201 from
 # 0.7 to 0.36 on two findings while the dev split shows it right on half of its errors).
 MIN_CODE_SHRINK = 5.0
-SHRINK = 2.0  # the verdict map's
 EPS = 1e-4
 
 
@@ -153,5 +153,17 @@ def fit_verdict(outcomes: list) -> dict[str, Any]:
     raw = np.array([_logit(o.raw_confidence if o.raw_confidence is not None else o.confidence or 0.0)
                     for o in kept])
     hit = np.array([float(o.layer_hit) for o in kept])
-    return {"verdicts": int(raw.size), "verdict": _platt(raw, hit, (1.0, 0.0), SHRINK) if raw.size else None}
+    if raw.size < 2:
+        return {"verdicts": int(raw.size), "verdict": None}
+
+    def held_out_loglik(weight: float) -> float:
+        total = 0.0
+        for i in range(raw.size):
+            keep = np.arange(raw.size) != i
+            a, b = _platt(raw[keep], hit[keep], (1.0, 0.0), weight)
+            p = min(max(1.0 / (1.0 + math.exp(-(a * raw[i] + b))), EPS), 1 - EPS)
+            total += math.log(p if hit[i] else 1 - p)
+        return total
+    weight = max(SHRINK_GRID, key=held_out_loglik)
+    return {"verdicts": int(raw.size), "verdict_shrink": weight, "verdict": _platt(raw, hit, (1.0, 0.0), weight)}
 
