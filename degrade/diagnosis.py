@@ -33,6 +33,12 @@ class Diagnosis:
         return sorted(found, key=lambda f: (order.get(f.layer, 9), f.code))
 
     @property
+    def budget(self) -> dict[str, Any] | None:
+        """The loss budget (degrade/loss_budget.py), read from the findings' evidence."""
+        from degrade.loss_budget import build
+        return build(self.findings)
+
+    @property
     def degraded(self) -> bool:
         return self.verdict["layer"] in {layer.value for layer in WALK}
 
@@ -53,6 +59,7 @@ class Diagnosis:
             "verdict": self.verdict,
             "layers": {layer.value: rep.to_dict() for layer, rep in self.layers.items()},
             "findings": [f.to_dict() for f in self.findings],
+            "budget": self.budget,
             "checks": [r.to_dict() for r in sorted(self.checks, key=lambda r: r.code)],
             "timing": {"total_s": round(self.total_seconds, 3), "model_passes": self.model_passes,
                        "planned_passes": self.planned_passes},

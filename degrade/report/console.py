@@ -29,6 +29,8 @@ GROUPS = (*WALK, Layer.FLOOR, Layer.TOOL)
 def render(d, console: Console | None = None) -> None:
     console = console or Console()
     console.print(_verdict(d))
+    if (budget := _budget(d)) is not None:
+        console.print(budget)
     console.print(_ladder(d))
     for layer in GROUPS:
         findings = [f for f in d.findings if f.layer == layer]
@@ -59,6 +61,24 @@ def _verdict(d) -> Panel:
         body.append(str(v["next_experiment"]))
     run = Text(f"{d.run.get('path', '?')} ({d.run.get('format', '?')})", style="dim")
     return Panel(Group(body, run), title="degrade verdict", title_align="left", border_style=style)
+
+
+def _budget(d) -> Table | None:
+    """The loss budget (degrade/loss_budget.py): each step's eval loss, its cost and 95% interval."""
+    b = d.budget
+    if not b:
+        return None
+    table = Table(title=f"Loss budget ({b['unit']})", title_justify="left", title_style="bold",
+                  box=box.SIMPLE, pad_edge=False)
+    for col in ("step", "loss", "cost", "95% CI", "from"):
+        table.add_column(col)
+    for s in b["steps"]:
+        ci = f"{_num(s['ci'][0])}-{_num(s['ci'][1])}" if s.get("ci") else "-"
+        table.add_row(s["step"], _num(s["loss"]), _num(s.get("cost")) if "cost" in s else "-", ci,
+                      s.get("code") or s.get("source", ""))
+    for why in b["not_measured"]:
+        table.add_row(Text(why.split(":")[0], style="dim"), "", "", "", Text(why.split(": ", 1)[-1], style="dim"))
+    return table
 
 
 def _ladder(d) -> Table:

@@ -15,6 +15,7 @@ from typing import Any
 
 from degrade.calibration import MEANING
 from degrade.layers import WALK, Layer
+from degrade.report import budget_html
 from degrade.report.svg import line_chart
 
 GROUPS = (*WALK, Layer.FLOOR, Layer.TOOL)  # floor and tool findings are shown, never a verdict
@@ -31,7 +32,7 @@ def _e(text: Any) -> str:
 
 def render(d) -> str:
     title = f"degrade: {d.verdict.get('layer', '?')}: {d.run.get('path', '')}"
-    body = [_header(d), _verdict(d),
+    body = [_header(d), _verdict(d), budget_html.render(d.budget),
             '<div class="grid">', _ladder(d), _curves(d), "</div>",
             _findings(d), _checks(d), _footer(d)]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

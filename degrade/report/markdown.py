@@ -17,9 +17,22 @@ MAX_ITEMS = 6  # evidence lists and dicts longer than this are cut, with a count
 MAX_CHARS = 120  # evidence strings longer than this are cut
 
 
+def _budget(b: dict | None) -> list[str]:
+    """The loss budget (degrade/loss_budget.py) as a table, then what was not measured."""
+    if not b:
+        return []
+    out = ["", f"## Loss budget ({_esc(b['unit'])})", "", "| Step | Loss | Cost | 95% CI | From |", "|---|---|---|---|---|"]
+    for s in b["steps"]:
+        ci = f"{_num(s['ci'][0])}-{_num(s['ci'][1])}" if s.get("ci") else "—"
+        out.append(f"| {s['step']} | {_num(s['loss'])} | {_num(s['cost']) if 'cost' in s else '—'} | {ci} "
+                   f"| {_esc(s.get('code') or s.get('source', ''))} |")
+    return out + [""] + [f"- not measured: {_esc(m)}" for m in b["not_measured"]]
+
+
 def render(d) -> str:
     out = ["# degrade diagnosis", ""]
     out += _verdict(d)
+    out += _budget(d.budget)
     out += ["", "## Ladder", "", "| Layer | Status | Findings / reason |", "|---|---|---|"]
     for layer in WALK:
         rep = d.layers.get(layer)
