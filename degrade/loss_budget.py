@@ -10,8 +10,8 @@ findings' evidence, after the ladder, so it only states what a check measured:
 - reachable: what training could still reach: the best checkpoint's eval loss (R202: the rise
   since the minimum) or the projected gain of training on (R201: the median of its tail fits, their
   range as the interval), whichever is larger, when that check raised an error or a warning;
-- floor: the irreducible loss. No check estimates it yet (the D5xx floor estimates are still to
-  come), so the budget says so instead of guessing.
+- floor: the irreducible loss, as D501's interval: what repeated contexts in the eval data force
+  (often 0) up to the lowest loss anything measured reached (the best constant, the model).
 A step no finding measured is listed under `not_measured` with the reason.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ def build(findings: list) -> dict[str, Any] | None:
     # The observation is a measurement whatever its severity; a gain counts only where its check
     # called it more than context (an error or a warning).
     ev = {f.code: f.evidence for f in findings
-          if f.code == "O101" or (f.code in ("R201", "R202") and f.severity.value in ("error", "warning"))}
-    o101, r201, r202 = ev.get("O101", {}), ev.get("R201", {}), ev.get("R202", {})
+          if f.code in ("O101", "D501") or (f.code in ("R201", "R202") and f.severity.value in ("error", "warning"))}
+    o101, r201, r202, d501 = (ev.get(c, {}) for c in ("O101", "R201", "R202", "D501"))
     steps: list[dict[str, Any]] = []
     missing: list[str] = []
 
@@ -64,7 +64,12 @@ def build(findings: list) -> dict[str, Any] | None:
     else:
         missing.append("reachable: no eval curve to read the best checkpoint or a projection from "
                        "(R201, R202)")
-    missing.append("floor: not estimated yet (the D5xx floor estimates are still to come)")
+    if d501.get("floor_lower") is not None:
+        lower, upper = d501["floor_lower"], d501["floor_upper"]
+        steps.append({"step": "floor", "loss": lower, "code": "D501", "interval": [lower, upper],
+                      "source": f"between what repeated contexts force and what {d501['upper_from']} reached"})
+    else:
+        missing.append("floor: no eval data to bound it from (D501)")
     return {"unit": "eval loss, nats per target", "steps": steps, "not_measured": missing}
 
 

@@ -32,7 +32,11 @@ def test_the_chain_with_costs_and_intervals():
     assert steps["reachable"]["code"] == "R202" and steps["reachable"]["loss"] == 0.35
     lo, hi = steps["reachable"]["ci"]
     assert lo < 0.35 < hi
-    assert any(m.startswith("floor") for m in b["not_measured"])
+    assert any(m.startswith("floor") for m in b["not_measured"])  # no D501 finding given
+    d501 = _f("D501", Layer.FLOOR, "info", {"floor_lower": 0.0, "floor_upper": 0.3,
+                                            "upper_from": "the model itself"})
+    floor = build([O101, R202, d501])["steps"][-1]
+    assert floor["step"] == "floor" and floor["interval"] == [0.0, 0.3]
 
 
 def test_context_findings_are_not_costs():
@@ -67,3 +71,24 @@ def test_real_run_budget_in_the_json(tmp_path):
     doc = run_cli(["diagnose", folder, "--format", "json", "--output", out]).json
     steps = {s["step"]: s for s in doc["budget"]["steps"]}
     assert steps["reachable"]["code"] == "R202" and 0.14 < steps["reachable"]["cost"] < 0.17
+
+
+def test_d501_bounds_the_floor_from_the_data_and_the_model(tmp_path):
+    """Repeated prompts with two answers force ln 2 on their targets; the constant predictor and
+    the model bound it from above."""
+    import json
+    import math
+    from degrade.checks.floor.d501_loss_floor import LossFloor
+    from degrade.run import RunOptions, open_run
+    from helpers import run_check
+    rows = [{"input_ids": [1, 2, 3], "label": k % 2} for k in range(40)] + \
+           [{"input_ids": [4, 5, 6 + k], "label": 1} for k in range(40)]
+    ev = tmp_path / "eval.jsonl"
+    ev.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "trainer_state.json").write_text(json.dumps({"log_history": [{"step": 1, "loss": 1.0}]}))
+    run = open_run(tmp_path / "run", RunOptions(eval_data=str(ev)))
+    (f,) = run_check(run, LossFloor)
+    assert f.severity.value == "info" and f.layer.value == "floor"
+    assert abs(f.evidence["floor_lower"] - 0.5 * math.log(2)) < 1e-3  # half the targets are forced
+    assert f.evidence["floor_upper"] == f.evidence["constant_predictor_loss"] > f.evidence["floor_lower"]

@@ -30,17 +30,21 @@ def render(budget: dict | None) -> str:
     if not budget or not budget.get("steps"):
         return ""
     steps = budget["steps"]
-    top = max([float(s["loss"]) for s in steps] + [float(s["ci"][1]) for s in steps if s.get("ci")] + [1e-12])
+    top = max([float(s["loss"]) for s in steps] + [float((s.get("ci") or s.get("interval"))[1])
+                                                   for s in steps if s.get("ci") or s.get("interval")] + [1e-12])
     rows = []
     for s in steps:
         width = 100.0 * max(float(s["loss"]), 0.0) / top
         ci = ""
-        if s.get("ci"):
-            lo, hi = (100.0 * max(float(v), 0.0) / top for v in s["ci"])
+        band = s.get("ci") or s.get("interval")  # a floor is bounded, not estimated with a CI
+        if band:
+            lo, hi = (100.0 * max(float(v), 0.0) / top for v in band)
             ci = f'<i class="ci" style="left:{lo:.1f}%;width:{max(hi - lo, 0.3):.1f}%"></i>'
-        cost = f"cost {_fmt(s['cost'])}" if "cost" in s else "start"
+        cost = f"cost {_fmt(s['cost'])}" if "cost" in s else ("bounds" if s.get("interval") else "start")
         if s.get("ci"):
             cost += f" (95% CI of the loss {_fmt(s['ci'][0])}-{_fmt(s['ci'][1])})"
+        elif s.get("interval"):
+            cost += f" {_fmt(s['interval'][0])}-{_fmt(s['interval'][1])}"
         source = s.get("code") or ""
         if s.get("source"):
             source = f"{source}: {s['source']}" if source else s["source"]

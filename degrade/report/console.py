@@ -70,10 +70,11 @@ def _budget(d) -> Table | None:
         return None
     table = Table(title=f"Loss budget ({b['unit']})", title_justify="left", title_style="bold",
                   box=box.SIMPLE, pad_edge=False)
-    for col in ("step", "loss", "cost", "95% CI", "from"):
+    for col in ("step", "loss", "cost", "95% CI / bounds", "from"):
         table.add_column(col)
     for s in b["steps"]:
-        ci = f"{_num(s['ci'][0])}-{_num(s['ci'][1])}" if s.get("ci") else "-"
+        band = s.get("ci") or s.get("interval")  # a floor is bounded, not estimated with a CI
+        ci = f"{_num(band[0])}-{_num(band[1])}" if band else "-"
         table.add_row(s["step"], _num(s["loss"]), _num(s.get("cost")) if "cost" in s else "-", ci,
                       s.get("code") or s.get("source", ""))
     for why in b["not_measured"]:

@@ -21,9 +21,10 @@ def _budget(b: dict | None) -> list[str]:
     """The loss budget (degrade/loss_budget.py) as a table, then what was not measured."""
     if not b:
         return []
-    out = ["", f"## Loss budget ({_esc(b['unit'])})", "", "| Step | Loss | Cost | 95% CI | From |", "|---|---|---|---|---|"]
+    out = ["", f"## Loss budget ({_esc(b['unit'])})", "", "| Step | Loss | Cost | 95% CI / bounds | From |", "|---|---|---|---|---|"]
     for s in b["steps"]:
-        ci = f"{_num(s['ci'][0])}-{_num(s['ci'][1])}" if s.get("ci") else "—"
+        band = s.get("ci") or s.get("interval")  # a floor is bounded, not estimated with a CI
+        ci = f"{_num(band[0])}-{_num(band[1])}" if band else "—"
         out.append(f"| {s['step']} | {_num(s['loss'])} | {_num(s['cost']) if 'cost' in s else '—'} | {ci} "
                    f"| {_esc(s.get('code') or s.get('source', ''))} |")
     return out + [""] + [f"- not measured: {_esc(m)}" for m in b["not_measured"]]

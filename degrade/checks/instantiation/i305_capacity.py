@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -12,39 +11,10 @@ from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
 from degrade.option import Option
-from degrade.run.data import IGNORE_INDEX
+from degrade.probing.target_stats import target_statistics
 from degrade.run.tasks import CAUSAL_LM
 
 LN2 = math.log(2)
-
-
-def _entropy(counts: Counter) -> float:
-    n = sum(counts.values())
-    return -sum(c / n * math.log(c / n) for c in counts.values() if c) if n else 0.0
-
-
-def target_statistics(data, indices: np.ndarray, lm: bool) -> dict[str, float]:
-    """What the training data allows: the trivial loss (unigram of the targets, or the class prior),
-    the floor (the empirical conditional entropy of a target given its whole input: what a model
-    that memorises every context reaches; 0 when targets are deterministic), and the target count."""
-    targets: Counter = Counter()
-    by_context: dict[tuple, Counter] = defaultdict(Counter)
-    for i in indices.tolist():
-        ids = data.input_ids[i]
-        if lm:
-            labs = data.token_labels(i)
-            for t in range(len(ids) - 1):
-                y = labs[t + 1]
-                if y != IGNORE_INDEX:
-                    targets[y] += 1
-                    by_context[tuple(ids[:t + 1])][y] += 1
-        else:
-            targets[data.label[i]] += 1
-            by_context[tuple(ids)][data.label[i]] += 1
-    n = sum(targets.values())
-    floor = sum(sum(c.values()) / n * _entropy(c) for c in by_context.values()) if n else 0.0
-    return {"trivial_loss": _entropy(targets), "floor": floor, "targets": n,
-            "distinct_contexts": len(by_context)}
 
 
 class Capacity(Check):
