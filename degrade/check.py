@@ -37,6 +37,10 @@ class Check:
     # Reads a trained model's behaviour: skipped while the model has not learned the task
     # (degrade/learned.py; DESIGN.md §1, preconditions before blame).
     requires_learning: ClassVar[bool] = False
+    # The tasks (run/tasks.py) whose data and model the check reads correctly. A check that reads
+    # the model or the data is skipped on another task's run ("not adapted to ... yet") rather
+    # than read a seq2seq target as a classifier's label; history checks are not gated.
+    tasks: ClassVar[frozenset[str]] = frozenset({"causal-lm", "sequence-classification"})
 
     def __init__(self, **options: Any):
         known = defaults(self.options)

@@ -33,7 +33,9 @@ def page(spec) -> str:
     with their sources."""
     spec = CheckSpec.of(spec)
     needs = ", ".join(sorted(spec.needs)) or "nothing"
-    return (f"# {spec.code} {spec.name}\n\nLayer: {spec.layer.value}. Needs: {needs}.\n\n"
+    reads = spec.needs & {"model", "eval_data", "train_data"}
+    tasks = f" Tasks: {', '.join(sorted(spec.tasks))}." if reads else " Tasks: any (reads no model or data)."
+    return (f"# {spec.code} {spec.name}\n\nLayer: {spec.layer.value}. Needs: {needs}.{tasks}\n\n"
             f"{spec.doc()}\n\n## Options\n\n{options_table(spec)}\n\nOverride with "
             f"`--set {spec.code}.<option>=<value>` or `[tool.degrade.options.{spec.code}]`.\n")
 

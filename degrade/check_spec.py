@@ -19,7 +19,8 @@ from typing import Any
 from degrade.layers import Layer
 from degrade.option import Option, declared, defaults
 
-_ATTRS = ("code", "name", "layer", "needs", "options", "publishes_axes", "probes", "requires_learning")
+_ATTRS = ("code", "name", "layer", "needs", "options", "publishes_axes", "probes", "requires_learning", "tasks")
+DEFAULT_TASKS = frozenset({"causal-lm", "sequence-classification"})  # check.py: Check.tasks
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class CheckSpec:
     cls: Any = field(default=None, hash=False, compare=False)  # set for plugins (already loaded)
     option_list: tuple = field(default=(), hash=False, compare=False)  # the Option declarations
     requires_learning: bool = False
+    tasks: frozenset = DEFAULT_TASKS
 
     def load(self):
         """The check class (imports its module the first time)."""
@@ -62,7 +64,8 @@ class CheckSpec:
                    defaults(check_class.options), bool(check_class.publishes_axes),
                    int(getattr(check_class, "probes", 0)), check_class.__doc__ or "",
                    check_class.__module__, check_class.__qualname__, check_class,
-                   tuple(declared(check_class.options)), bool(getattr(check_class, "requires_learning", False)))
+                   tuple(declared(check_class.options)), bool(getattr(check_class, "requires_learning", False)),
+                   frozenset(getattr(check_class, "tasks", DEFAULT_TASKS)))
 
 
 def specs_in(path: Path, module: str) -> list[CheckSpec] | None:
@@ -85,7 +88,8 @@ def specs_in(path: Path, module: str) -> list[CheckSpec] | None:
                              defaults(options), attrs.get("publishes_axes", False),
                              attrs.get("probes", 0), ast.get_docstring(node, clean=False) or "",
                              module, node.name, option_list=tuple(declared(options)),
-                             requires_learning=attrs.get("requires_learning", False)))
+                             requires_learning=attrs.get("requires_learning", False),
+                             tasks=frozenset(attrs.get("tasks", DEFAULT_TASKS))))
     return out
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from degrade.check import CheckSkipped
-from degrade.run.tasks import CAUSAL_LM
+from degrade.run.tasks import TOKEN_TASKS
 from degrade.stats import num
 
 Z = 2.0  # standard errors the gain must exceed (about a two-sided 95% interval; P401 uses the same)
@@ -104,7 +104,7 @@ def _assess(result, data: str) -> Learned:
     w = scores.n_targets
     base_acc = float((base * w).sum() / max(w.sum(), 1))
     learned = gain > Z * se and gain >= MIN_GAIN
-    what = f"token {mode}" if targets.task == CAUSAL_LM else f"class {mode}"
+    what = f"token {mode}" if targets.task in TOKEN_TASKS else f"class {mode}"
     return Learned(bool(learned), scores.accuracy, base_acc, gain, se, scores.n, what,
                    scores.token_mean_loss, baseline_loss, data)
 

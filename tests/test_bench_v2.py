@@ -166,11 +166,9 @@ def test_quick_test_split_builds_and_proves(tmp_path):
                        capture_output=True, text=True, timeout=1500, env={**os.environ, "CI": "1"})
     assert p.returncode == 0, p.stderr[-2000:]
     card = json.loads(out.read_text())
-    # every case builds; degrade refuses only the seq2seq runs it cannot read yet (an InputError
-    # naming the file, counted as a miss), and crashes on none
+    # every case builds, and degrade reads every one (seq2seq included): none refused, none crashed
     refused = [c for c in card["cases"] if c["error"]]
-    assert card["n_cases"] == 30 and all(c["model"] == "bart" and c["error"].startswith("InputError")
-                                         for c in refused), [c["error"] for c in refused]
+    assert card["n_cases"] == 30 and not refused, [c["error"] for c in refused]
     assert card["n_scored"] >= 0.6 * card["n_cases"], card["discarded"]
     split = card["splits"]["test"]
     for key in ("n", "layer_top1", "layer_top1_ci", "false_alarm_rate", "inconclusive_on_healthy",

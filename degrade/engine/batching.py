@@ -103,3 +103,22 @@ def sized_batches(examples: "Examples", indices: np.ndarray, out_size: int, max_
             mask[row, :len(x)] = 1
             labels[row, :len(x)] = torch.tensor(examples.token_labels(i)[:len(x)], dtype=torch.long)
         yield np.asarray(idx), ids, mask, labels
+
+
+def padded(rows: list[list[int]], pad_id: int = 0) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """(ids, attention mask) of right-padded rows."""
+    import torch
+    width = max(1, max((len(r) for r in rows), default=1))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, r in enumerate(rows):
+        ids[k, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[k, :len(r)] = 1
+    return ids, mask
+
+
+def source_batch(examples: "Examples", idx) -> tuple["torch.Tensor", "torch.Tensor"] | None:
+    """The encoder inputs of a seq2seq batch (right-padded, masked), or None for other data."""
+    if getattr(examples, "source", None) is None:
+        return None
+    return padded([examples.source[int(i)] for i in idx])

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Protocol
 import numpy as np
 import torch
 
-from degrade.engine.batching import model_shape, sized_batches
+from degrade.engine.batching import model_shape, sized_batches, source_batch
 
 
 class Capture(Protocol):
@@ -58,7 +58,7 @@ def forward(handle, examples, indices: np.ndarray, *, reducers: Iterable[Reducer
             for c in captures:
                 c.batch(mask)
             start = time.perf_counter()
-            logits = handle.logits(ids, mask)
+            logits = handle.logits(ids, mask, source=source_batch(examples, idx))
             handle.__dict__.setdefault("_out_size", int(logits.shape[-1]))
             for r in reducers:
                 r.add(idx, ids, mask, labels, logits)

@@ -9,7 +9,7 @@ import numpy as np
 from degrade.engine.tokens import TokenReductions
 from degrade.probing.scoring import Scores
 from degrade.probing.targets import Targets
-from degrade.run.tasks import CAUSAL_LM
+from degrade.run.tasks import TOKEN_TASKS
 
 
 @dataclass
@@ -41,7 +41,7 @@ def assemble(red: TokenReductions, train_mode: bool, captures: dict[str, Any] | 
     def col(name, dtype=None):
         v = cat[name] if cat[name] is not None else np.zeros(0)
         return v.astype(dtype) if dtype else v
-    lm = red.task == CAUSAL_LM
+    lm = red.task in TOKEN_TASKS
     targets = Targets(col("example", int), col("position", int), col("given", int), col("pred", int),
                       col("p_given"), col("p_pred"), col("rank", int), classes, probs_k, red.n_classes,
                       red.task, red.indices, red.rows_pred if lm else None,

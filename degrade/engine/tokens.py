@@ -17,14 +17,14 @@ import torch.nn.functional as F
 
 from degrade.engine.batching import positions_per_chunk
 from degrade.inputs.data_rows import IGNORE_INDEX
-from degrade.run.tasks import CAUSAL_LM
+from degrade.run.tasks import TOKEN_TASKS
 
 TOP_K = 8  # classes kept per target beyond the candidates (confident learning's alternatives)
 MAX_CANDIDATES = 256  # classes whose probability is kept per target (LM: most frequent targets)
 
 
 def candidate_classes(examples, indices: np.ndarray, n_classes: int, task: str) -> np.ndarray:
-    if task != CAUSAL_LM:
+    if task not in TOKEN_TASKS:
         return np.arange(n_classes)
     counts: dict[int, int] = {}
     for i in indices:
@@ -62,7 +62,7 @@ class TokenReductions:
         self.n_classes = int(logits.shape[-1])
         if self.classes is None:
             self.classes = candidate_classes(self.examples, self.indices, self.n_classes, self.task)
-        if self.task == CAUSAL_LM:
+        if self.task in TOKEN_TASKS:
             self._add_lm(idx, ids, mask, labels, logits)
         else:
             self._add_classes(idx, logits)

@@ -10,7 +10,8 @@ def fit_problem(examples, *, vocab: int | None = None, n_out: int | None = None,
     def row(i: int) -> str:
         return f"row {examples.rows[i] + 1}" if examples.rows is not None else f"row {i + 1}"
 
-    for i, ids in enumerate(examples.input_ids):
+    sources = getattr(examples, "source", None) or []
+    for i, ids in [*enumerate(examples.input_ids), *enumerate(sources)]:
         if max_len is not None and len(ids) > max_len:
             return (f"{row(i)} has {len(ids):,} tokens; the model's learned position table holds "
                     f"{max_len:,} (truncate the data as training did)")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from degrade.probing.targets import Targets
+from degrade.run.tasks import TOKEN_TASKS
 
 
 def confident_learning(t: Targets) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
@@ -61,7 +62,7 @@ def confident_joint(t: Targets, keep_suspects: int = 50) -> ConfidentJoint:
     col = {int(c): k for k, c in enumerate(t.classes)}
     p_suggested = np.array([t.probs[i, col[int(c)]] if c >= 0 else 0.0 for i, c in enumerate(confident)])
     where = np.flatnonzero(suspect)
-    listed = [(int(t.example[i]), int(t.position[i]) if t.task == "causal-lm" else -1, int(t.given[i]),
+    listed = [(int(t.example[i]), int(t.position[i]) if t.task in TOKEN_TASKS else -1, int(t.given[i]),
                int(confident[i])) for i in where[:keep_suspects]]
     conf = float(p_suggested[suspect].mean()) if where.size else 0.0
     return ConfidentJoint(t.m, int(where.size), float(t.correct.mean()), conf, thresholds, listed)

@@ -31,5 +31,10 @@ def min_k(token_scores: np.ndarray, k: float) -> float:
 def shuffled(examples: Examples, indices: np.ndarray, seed: int = 0) -> Examples:
     """The same sequences with their tokens shuffled: surely never seen, same token statistics."""
     rng = np.random.default_rng(seed)
-    ids = [list(rng.permutation(examples.input_ids[int(i)])) for i in indices]
-    return Examples(examples.path, [[int(t) for t in x] for x in ids])
+    if examples.source is None:
+        ids = [list(rng.permutation(examples.input_ids[int(i)])) for i in indices]
+        return Examples(examples.path, [[int(t) for t in x] for x in ids])
+    # seq2seq: the source and the target shuffled, the decoder's start token kept first
+    dec = [[examples.input_ids[int(i)][0], *rng.permutation(examples.input_ids[int(i)][1:])] for i in indices]
+    src = [list(rng.permutation(examples.source[int(i)])) for i in indices]
+    return Examples(examples.path, [[int(t) for t in x] for x in dec], source=[[int(t) for t in x] for x in src])

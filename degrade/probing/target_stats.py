@@ -23,15 +23,17 @@ def target_statistics(data, indices: np.ndarray, lm: bool) -> dict[str, float]:
     that memorises every context reaches; 0 when targets are deterministic), and the target count."""
     targets: Counter = Counter()
     by_context: dict[tuple, Counter] = defaultdict(Counter)
+    source = getattr(data, "source", None)
     for i in indices.tolist():
         ids = data.input_ids[i]
         if lm:
             labs = data.token_labels(i)
+            given = tuple(source[i]) if source is not None else ()  # a seq2seq target's context has its source
             for t in range(len(ids) - 1):
                 y = labs[t + 1]
                 if y != IGNORE_INDEX:
                     targets[y] += 1
-                    by_context[tuple(ids[:t + 1])][y] += 1
+                    by_context[(given, tuple(ids[:t + 1]))][y] += 1
         else:
             targets[data.label[i]] += 1
             by_context[tuple(ids)][data.label[i]] += 1

@@ -1,5 +1,5 @@
-"""Model loading: AutoModelForCausalLM / AutoModelForSequenceClassification built from the
-checkpoint's config (no hub access), custom modeling code only with --trust-remote-code, and
+"""Model loading: AutoModelForCausalLM / AutoModelForSequenceClassification /
+AutoModelForSeq2SeqLM (any config with is_encoder_decoder) built from the checkpoint's config (no hub access), custom modeling code only with --trust-remote-code, and
 plain nn.Modules through --model-factory module:callable. Weights are read one tensor at a time by
 weights_file.open_weights (safetensors first, torch.load(weights_only=True) otherwise).
 """
@@ -24,30 +24,39 @@ from degrade.run.hf_auto import (auto_config, auto_tokenizer, model_from_config,
                                  tokenizer_problem)
 from degrade.run.weights_file import open_weights
 
-from degrade.run.tasks import CAUSAL_LM, SEQ_CLS  # noqa: E402 - re-exported for the checks
+from degrade.run.tasks import CAUSAL_LM, SEQ2SEQ, SEQ_CLS, TOKEN_TASKS  # noqa: E402 - re-exported for the checks
 
 
 @dataclass
 class ModelHandle:
-    """A loaded model and how to call it: logits(input_ids, attention_mask) -> [B, T, V] or [B, C]."""
+    """A loaded model and how to call it: logits(input_ids, attention_mask) -> [B, T, V] or [B, C].
+    For a seq2seq model input_ids is the decoder sequence and `source` the encoder's input."""
 
     module: nn.Module
-    task: str  # causal-lm | sequence-classification
+    task: str  # causal-lm | sequence-classification | seq2seq
     source: str  # hf | factory
     path: Path
     device: str = "cpu"
     accepts_mask: bool = True
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               positions: list[int] | None = None) -> torch.Tensor:
+               positions: list[int] | None = None,
+               source: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits [B, T, V] (or [B, C]); with `positions`, only those positions' [B, len, V]:
         a Hugging Face causal LM then computes no other (logits_to_keep), so a probe that reads a
-        few positions of long sequences never holds a whole batch's vocabulary-wide logits."""
+        few positions of long sequences never holds a whole batch's vocabulary-wide logits.
+        A seq2seq model needs `source`: (encoder input_ids, encoder attention mask)."""
         input_ids = input_ids.to(self.device)
         kwargs = {}
         if positions is not None and self.keeps_logits():
             kwargs["logits_to_keep"] = torch.as_tensor(positions, device=self.device)
-        if attention_mask is not None and self.accepts_mask:
+        if self.task == SEQ2SEQ:
+            if source is None:
+                raise ValueError("a seq2seq model needs the source sequences")
+            out = self.module(input_ids=source[0].to(self.device), attention_mask=source[1].to(self.device),
+                              decoder_input_ids=input_ids, use_cache=False,
+                              decoder_attention_mask=None if attention_mask is None else attention_mask.to(self.device))
+        elif attention_mask is not None and self.accepts_mask:
             out = self.module(input_ids=input_ids, attention_mask=attention_mask.to(self.device), **kwargs)
         elif self.source == "factory":
             out = self.module(input_ids)
@@ -71,7 +80,7 @@ class ModelHandle:
         until the first forward shows it (engine/forward.py records it then)."""
         if "_out_size" not in self.__dict__:
             cfg = getattr(self.module, "config", None)
-            size = _embedding_rows(self.module, "get_output_embeddings") if self.task == CAUSAL_LM else None
+            size = _embedding_rows(self.module, "get_output_embeddings") if self.task in TOKEN_TASKS else None
             size = size or getattr(cfg, "num_labels" if self.task == SEQ_CLS else "vocab_size", None)
             if isinstance(size, int) and size > 0:
                 self.__dict__["_out_size"] = size
@@ -85,7 +94,7 @@ class ModelHandle:
         cfg = getattr(self.module, "config", None)
         classes = getattr(cfg, "num_labels", None) if self.task == SEQ_CLS and self.source == "hf" else None
         learned = self.positions if _has_learned_positions(self.module) else None
-        return fit_problem(examples, vocab=emb, n_out=out if self.task == CAUSAL_LM else None,
+        return fit_problem(examples, vocab=emb, n_out=out if self.task in TOKEN_TASKS else None,
                            n_classes=classes, max_len=learned)
 
     @property
@@ -176,11 +185,13 @@ def _check_shapes(module: nn.Module, shapes: dict, weights: Path) -> None:
 
 def _from_config(folder: Path, trust_remote_code: bool):
     """(a builder of the model, its task) from the folder's config."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
     config = auto_config(folder, trust_remote_code)
     archs = " ".join(getattr(config, "architectures", None) or [])
     if "SequenceClassification" in archs:
         auto, task = AutoModelForSequenceClassification, SEQ_CLS
+    elif getattr(config, "is_encoder_decoder", False):
+        auto, task = AutoModelForSeq2SeqLM, SEQ2SEQ
     else:
         auto, task = AutoModelForCausalLM, CAUSAL_LM
 
@@ -189,7 +200,7 @@ def _from_config(folder: Path, trust_remote_code: bool):
             return model_from_config(auto, config, trust_remote_code)
         except Exception as e:  # noqa: BLE001 - transformers' own code on the run's config: any
             # failure (a ValueError, a ZeroDivisionError for n_embd 0, ...) means the config is bad
-            raise InputError(folder / "config.json", f"names no causal-LM or classification model "
+            raise InputError(folder / "config.json", f"names no causal-LM, seq2seq or classification model "
                                                      f"this config can build ({type(e).__name__}: "
                                                      f"{one_line(e, 160)})") from None
     return build, task

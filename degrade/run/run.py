@@ -17,6 +17,7 @@ from degrade.inputs.frozen import FrozenDict, freeze, thaw
 from degrade.inputs.model_config import read_config
 from degrade.run.files import find_weights
 from degrade.run.history import History
+from degrade.run.tasks import CAUSAL_LM, SEQ2SEQ, SEQ_CLS
 
 # What a fresh view of the run (Run.detached) must recompute: the model and everything derived
 # from it. Inputs read from files (history, configs, data) are immutable and shared.
@@ -193,7 +194,7 @@ class Run:
             return self.manifest["task"]
         for data in (self.eval_data, self.train_data):
             if data is not None:
-                return "sequence-classification" if data.label is not None else "causal-lm"
+                return SEQ_CLS if data.label is not None else SEQ2SEQ if data.source is not None else CAUSAL_LM
         return None
 
     @cached_property
@@ -227,13 +228,27 @@ class Run:
         if path is None:
             return None
         return read_training(Path(path), self._tokenizer_for_text, self.budget.max_train_rows,
-                             self.options.seed, reservoir=self.budget.max_eval_examples or 10_000)
+                             self.options.seed, reservoir=self.budget.max_eval_examples or 10_000,
+                             decoder_start=self.decoder_start)
 
     @cached_property
     def eval_data(self):
         from degrade.run.data import load_examples
         path = self.options.eval_data or self._manifest_data_path("eval")
-        return None if path is None else load_examples(Path(path), tokenizer=self._tokenizer_for_text)
+        return None if path is None else load_examples(Path(path), tokenizer=self._tokenizer_for_text,
+                                                       decoder_start=self.decoder_start)
+
+    @cached_property
+    def decoder_start(self) -> int | None:
+        """An encoder-decoder checkpoint's decoder start token (its data are source/target pairs),
+        from config.json; None for any other model or when there is no config."""
+        cfg = self.config or {}
+        if not cfg.get("is_encoder_decoder"):
+            return None
+        for key in ("decoder_start_token_id", "pad_token_id", "bos_token_id"):
+            if isinstance(cfg.get(key), int) and cfg[key] >= 0:
+                return int(cfg[key])
+        return 0
 
     def train_batches(self, batch: int = 10_000):
         """(row offset, Examples) over every training row: from memory, or streamed from the file
@@ -243,7 +258,7 @@ class Run:
         if tr is None:
             return iter(())
         if tr.is_sample:
-            return iter_examples(tr.path, self._tokenizer_for_text, batch)
+            return iter_examples(tr.path, self._tokenizer_for_text, batch, self.decoder_start)
         return batches_of(tr, batch)
 
     def _manifest_data_path(self, split: str) -> str | None:

@@ -23,7 +23,7 @@ import numpy as np
 from degrade.probing.shift import TrainProfile
 from degrade.run.data import Examples, content_fingerprint, iter_examples
 
-_COLUMNS = ("input_ids", "labels", "label", "text", "group")
+_COLUMNS = ("input_ids", "labels", "label", "text", "group", "source")
 
 
 def target_key(ex: Examples, i: int):
@@ -41,8 +41,9 @@ def norm_text(text: str) -> str:
 
 
 def row_hashes(ex: Examples, i: int) -> tuple[int, int, int | None]:
-    """(input hash, input+target hash, normalised-text hash or None) of row i."""
-    key = tuple(ex.input_ids[i])
+    """(input hash, input+target hash, normalised-text hash or None) of row i (a seq2seq row's
+    input is its source)."""
+    key = tuple(ex.model_input(i))
     return (hash(key), hash((key, target_key(ex, i))),
             hash(norm_text(ex.text[i])) if ex.text is not None else None)
 
@@ -73,10 +74,11 @@ class TrainPass:
             self._pair.append(h_pair)
             if self.has_text:
                 self._text.append(h_text)
-        self.tokens += sum(len(x) for x in ex.input_ids)
+        self.tokens += sum(len(x) for x in ex.input_ids) + sum(len(x) for x in ex.source or [])
         if len(ex):
+            seqs = ex.input_ids + (ex.source or [])
             self.input_tokens.update(np.unique(np.concatenate(
-                [np.asarray(x, dtype=np.int64) for x in ex.input_ids])).tolist())
+                [np.asarray(x, dtype=np.int64) for x in seqs])).tolist())
         self.n += len(ex)
         self.profile.update(ex.input_ids, ex.labels, ex.label)
 
@@ -108,12 +110,12 @@ class TrainPass:
 
 
 def read_training(path: Path, tokenizer: Callable | None, max_rows: int, seed: int = 0,
-                  reservoir: int = 10_000) -> tuple[Examples, TrainPass]:
+                  reservoir: int = 10_000, decoder_start: int | None = None) -> tuple[Examples, TrainPass]:
     """(the examples or a uniform sample of max_rows of them, the TrainPass over all), in one pass."""
     tp = TrainPass(profile=TrainProfile(reservoir, seed))
     rng = np.random.default_rng(seed)
     keys, positions, kept = np.zeros(0), np.zeros(0, np.int64), []
-    for offset, ex in iter_examples(path, tokenizer):
+    for offset, ex in iter_examples(path, tokenizer, decoder_start=decoder_start):
         tp.add(ex)
         cols = [getattr(ex, c) for c in _COLUMNS]
         keys = np.r_[keys, rng.random(len(ex))]
@@ -126,11 +128,11 @@ def read_training(path: Path, tokenizer: Callable | None, max_rows: int, seed: i
     cols = {c: (None if not kept or kept[0][j] is None else [kept[k][j] for k in order])
             for j, c in enumerate(_COLUMNS)}
     out = Examples(Path(path), cols["input_ids"] or [], cols["labels"], cols["label"], cols["text"],
-                   cols["group"])
+                   cols["group"], source=cols["source"])
     if tp.n > len(out):
         out.n_total, out.rows = tp.n, positions[order].tolist()
     else:
-        out.fingerprint = content_fingerprint(out.input_ids, out.labels, out.label)
+        out.fingerprint = content_fingerprint(out.source or out.input_ids, out.labels, out.label)
     return out, tp
 
 

@@ -50,7 +50,7 @@ def run_check(run, spec: CheckSpec, opts: dict[str, Any], limits: Limits, captur
     result = CheckResult(spec.code, spec.name, spec.layer, "ran")
     start = time.perf_counter()
     try:
-        reason = missing(run, spec.needs)
+        reason = missing(run, spec.needs) or unadapted(run, spec)
         if reason is not None:
             result.status, result.reason = "skipped", reason
             return Outcome(result)
@@ -67,6 +67,16 @@ def run_check(run, spec: CheckSpec, opts: dict[str, Any], limits: Limits, captur
         release_memory()
     result.seconds = time.perf_counter() - start
     return outcome
+
+
+def unadapted(run, spec: CheckSpec) -> str | None:
+    """Why a check that reads the model or the data does not run on this run's task, or None."""
+    if not spec.needs & {"model", "eval_data", "train_data"}:
+        return None
+    task = "seq2seq" if getattr(run, "decoder_start", None) is not None else run.task_hint
+    if task is None or task in spec.tasks:
+        return None
+    return f"{spec.code} is not adapted to {task} models yet (it reads {', '.join(sorted(spec.tasks))})"
 
 
 def _run_in_thread(run, check: Check, limits: Limits, capture: OutputCapture, result: CheckResult,

@@ -6,7 +6,7 @@ from typing import Any
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.probing.target_stats import target_statistics
-from degrade.run.tasks import CAUSAL_LM
+from degrade.run.tasks import TOKEN_TASKS
 from degrade.stats import num
 
 
@@ -36,6 +36,7 @@ class LossFloor(Check):
 
     code, name, layer = "D501", "loss-floor", Layer.FLOOR
     needs = frozenset({"eval_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
 
     def run(self, run):
         data = run.eval_data
@@ -48,7 +49,7 @@ class LossFloor(Check):
         ev: dict[str, Any] = {"floor_lower": num(stats["floor"], 4), "constant_predictor_loss":
                               num(stats["trivial_loss"], 4), "targets": stats["targets"],
                               "distinct_contexts": stats["distinct_contexts"]}
-        if run.model_unavailable() is None and (run.model().task == CAUSAL_LM) == lm:
+        if run.model_unavailable() is None and (run.model().task in TOKEN_TASKS) == lm:
             model_loss = run.eval_scores().token_mean_loss
             ev["model_loss"] = num(model_loss, 4)
             if model_loss < upper:

@@ -53,6 +53,7 @@ class Reobservation(Check):
 
     code, name, layer = "O101", "reobservation", Layer.OBSERVATION
     needs = frozenset({"eval_logged", "model", "eval_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     probes = 1
     options = (
         Option("se_multiple", 3.0,
@@ -441,7 +442,9 @@ class Reobservation(Check):
         evidence["train_mode_tolerance"] = num(tol_train, 4)
         evidence["train_mode_separable"] = bool(separable)
         if not separable:
-            evidence["train_mode_note"] = "train and eval mode give the same value (no active dropout/BN)"
+            evidence["train_mode_note"] = (
+                "train and eval mode give the same value (no active dropout/BN)" if mask_sd == 0.0 else
+                f"train mode differs from eval mode by less than the noise of {rows.size} rows")
         if separable and d_train <= tol_train:
             which = "loss" if use_loss else cmp["acc_key"]
             return "train_mode", (

@@ -11,6 +11,7 @@ from degrade.checks.observation._stats import Z95, num, ratio_se, wilson, z_test
 from degrade.engine import MIN_TRAIN_ROWS
 from degrade.errors import InputError
 from degrade.layers import Layer
+from degrade.run.tasks import TOKEN_TASKS
 from degrade.option import Option
 from degrade.probing.batches import sample_indices
 from degrade.probing.minhash import MinHasher
@@ -52,6 +53,7 @@ class TrainEvalOverlap(Check):
 
     code, name, layer = "O103", "train-eval-overlap", Layer.OBSERVATION
     needs = frozenset({"eval_data", "train_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     probes = 1
     options = (
         Option("ngram_tokens", 8,
@@ -309,8 +311,8 @@ class TrainEvalOverlap(Check):
         from degrade.probing.shift import auc
         from degrade.probing.targets import vocab_problem
         try:
-            if run.task != "causal-lm":
-                return {"note": "Min-K%++ needs a causal LM's token probabilities; this is a "
+            if run.task not in TOKEN_TASKS:
+                return {"note": "Min-K%++ needs a language model's token probabilities; this is a "
                                 f"{run.task} model"}
             if vocab_problem(run, run.eval_data) or vocab_problem(run, run.train_data):
                 return {"note": "token ids outside the model's vocabulary: not scored"}
@@ -362,7 +364,7 @@ class TrainEvalOverlap(Check):
         if run.model_unavailable() is not None:
             return {"note": f"no model to score: {run.model_unavailable()}"}
         vocab = (run.config or {}).get("vocab_size")
-        top = max((max(x) for x in run.eval_data.input_ids if x), default=0)
+        top = max((max(x) for x in run.eval_data.input_ids + (run.eval_data.source or []) if x), default=0)
         if isinstance(vocab, int) and top >= vocab:
             return {"note": f"the eval data holds token id {top}, outside the model's vocabulary "
                             f"of {vocab}: not scored"}
@@ -402,7 +404,7 @@ def _units(ex: "Examples", i: int, use_words: bool) -> np.ndarray:
     """The units n-grams are taken over: tokens, or words (hashed, so no vocabulary is kept)."""
     if use_words:
         return np.array([hash(w) for w in norm_text(ex.text[i]).split()], dtype=np.int64)
-    return np.asarray(ex.input_ids[i], dtype=np.int64)
+    return np.asarray(ex.model_input(i), dtype=np.int64)
 
 
 
@@ -411,5 +413,5 @@ def _preview(ex: "Examples", i: int) -> str:
     if ex.text is not None:
         t = " ".join(str(ex.text[i]).split())
         return t[:80] + ("..." if len(t) > 80 else "")
-    ids = ex.input_ids[i]
+    ids = ex.model_input(i)
     return " ".join(map(str, ids[:16])) + (" ..." if len(ids) > 16 else "")

@@ -9,7 +9,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.option import Option
 from degrade.probing.baselines import Rung, cls_ladder, lm_ladder
-from degrade.run.tasks import CAUSAL_LM
+from degrade.run.tasks import TOKEN_TASKS
 from degrade.stats import num, paired_difference
 
 
@@ -56,6 +56,7 @@ class BaselineLadder(Check):
 
     code, name, layer = "P401", "baseline-ladder", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data", "train_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     options = (
         Option("z", 2.0,
@@ -80,7 +81,7 @@ class BaselineLadder(Check):
     def run(self, run):
         o = self.opts
         model = run.model()
-        lm = model.task == CAUSAL_LM
+        lm = model.task in TOKEN_TASKS  # seq2seq: the baselines read the target prefix, not the source
         train, eval_ = run.train_data, run.eval_data
         if not lm and (train.label is None or eval_.label is None):
             raise CheckSkipped("classification model but the train or eval data has no integer labels")

@@ -14,7 +14,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.option import Option
 from degrade.probing.components import find_positions
-from degrade.run.load import CAUSAL_LM, ModelHandle
+from degrade.run.load import CAUSAL_LM, TOKEN_TASKS, ModelHandle
 from degrade.stats import num
 
 
@@ -293,6 +293,7 @@ class LengthCliff(Check):
 
     code, name, layer = "P402", "position-length-cliff", Layer.PERCEPTION
     needs = frozenset({"model", "eval_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     options = (
         Option("min_drop", 0.2,
@@ -327,7 +328,7 @@ class LengthCliff(Check):
     def run(self, run):
         o = self.opts
         model = run.model()
-        lm = model.task == CAUSAL_LM
+        lm = model.task in TOKEN_TASKS  # a seq2seq example's length is its decoder sequence's
         scores = run.eval_scores()
         keep = scores.n_targets > 0
         lengths, correct = scores.lengths[keep].astype(int), scores.correct[keep].astype(float)
@@ -378,7 +379,7 @@ class LengthCliff(Check):
             ev2 = {**ev, "split": s2.evidence(), "examples_considered": int(inside.sum()),
                    "considered": "examples within the trained length" if limit else "all examples"}
             span = None
-            if lm:
+            if model.task == CAUSAL_LM:  # the window probe reads one decoder-only sequence
                 longest = int(np.argmax(scores.lengths))
                 ids = run.eval_data.input_ids[int(scores.indices[longest])][: int(o["max_probe_length"])]
                 span = receptive_span(model, list(ids), seed=run.options.seed)

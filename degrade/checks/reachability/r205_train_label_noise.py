@@ -9,6 +9,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.probing.confident import confident_joint
 from degrade.layers import Layer
+from degrade.run.tasks import TOKEN_TASKS
 from degrade.option import Option
 
 
@@ -54,6 +55,7 @@ class TrainLabelNoise(Check):
 
     code, name, layer = "R205", "train-label-noise", Layer.REACHABILITY
     needs = frozenset({"model", "train_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     requires_learning = True  # degrade/learned.py: skipped while the model has not learned
     options = (
         Option("min_noise_rate", 0.10,
@@ -91,7 +93,7 @@ class TrainLabelNoise(Check):
     def run(self, run):
         o = self.opts
         model, data = run.model(), run.train_data
-        if model.task != "causal-lm" and data.label is None:
+        if model.task not in TOKEN_TASKS and data.label is None:
             raise CheckSkipped("the training data has no class labels (`label` column)")
         cj = confident_joint(run.engine.train_pass().targets)
         if cj.n_targets == 0:

@@ -70,6 +70,7 @@ class WeightSpectra(Check):
 
     code, name, layer = "R207", "weight-spectra", Layer.REACHABILITY
     needs = frozenset({"model"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     options = (
         Option("max_alpha", 6.0,
                source="WeightWatcher constants.py (Martin & Mahoney): alpha > 6 is under-trained",

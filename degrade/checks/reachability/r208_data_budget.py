@@ -42,6 +42,7 @@ class DataBudget(Check):
 
     code, name, layer = "R208", "data-budget", Layer.REACHABILITY
     needs = frozenset({"model", "train_data", "eval_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     options = (
         Option("max_tokens_per_param", 0.05,
                source="Hoffmann et al. 2022 (Chinchilla, ANCHORS.md): ~20 tokens per parameter; 0.05 "

@@ -41,6 +41,7 @@ class TrainDuplicates(Check):
 
     code, name, layer = "R209", "train-duplicates", Layer.REACHABILITY
     needs = frozenset({"train_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     options = (
         Option("max_fraction", 0.3,
                source="DegradeBench v1 (the hand-built cases used in development): the healthy "
@@ -106,7 +107,7 @@ class TrainDuplicates(Check):
             row = int(first[j])
             k = row if at is None else at.get(row)
             out.append({"train_row": row, "count": int(counts[j]),
-                        "input_ids": list(data.input_ids[k])[:20] if k is not None else None})
+                        "input_ids": list(data.model_input(k))[:20] if k is not None else None})
         return out
 
     def _near(self, data) -> tuple[int, int]:
@@ -114,13 +115,13 @@ class TrainDuplicates(Check):
         first: dict[int, int] = {}
         for i in range(len(data)):
             first.setdefault(row_hashes(data, i)[1], i)
-        idx = [i for i in first.values() if len(data.input_ids[i]) >= self.opts["min_near_length"]]
+        idx = [i for i in first.values() if len(data.model_input(i)) >= self.opts["min_near_length"]]
         if len(idx) < 2:
             return 0, len(idx)
         if len(idx) > self.opts["max_near_examples"]:
             rng = np.random.default_rng(0)
             idx = sorted(rng.choice(idx, self.opts["max_near_examples"], replace=False).tolist())
-        sh = [multiset_shingles(np.asarray(data.input_ids[i]), 5) for i in idx]
+        sh = [multiset_shingles(np.asarray(data.model_input(i)), 5) for i in idx]
         mh = MinHasher()
         sig = mh.signatures(sh)
         tables = mh.index(sig)

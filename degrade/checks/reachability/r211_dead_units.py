@@ -57,6 +57,7 @@ class DeadUnits(Check):
 
     code, name, layer = "R211", "dead-units", Layer.REACHABILITY
     needs = frozenset({"model"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     options = (
         Option("layer_dead", 0.5,
                source="TheDeepChecker (ANCHORS.md): a layer is flagged when > 50% of its units have "

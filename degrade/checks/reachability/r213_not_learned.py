@@ -36,6 +36,7 @@ class NotLearned(Check):
 
     code, name, layer = "R213", "not-learned", Layer.REACHABILITY
     needs = frozenset({"model", "eval_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
 
     def run(self, run):
         v = assess(run)

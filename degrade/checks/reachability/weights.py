@@ -123,5 +123,8 @@ def optimizer_tensor_count(checkpoint_dir: Path) -> int | None:
 
 def trainable_names(state: Weights) -> list[str]:
     """State-dict keys that can be parameters: floating point, not buffers with known names."""
-    skip = ("position_ids", "token_type_ids", "attn.bias", "attn.masked_bias", "num_batches_tracked")
+    # buffers transformers saves with the weights; final_logits_bias: BART, Marian, Pegasus, mBART
+    # (register_buffer in their ForConditionalGeneration classes, zeros that never train)
+    skip = ("position_ids", "token_type_ids", "attn.bias", "attn.masked_bias", "num_batches_tracked",
+            "final_logits_bias")
     return [k for k in state if state.is_float(k) and not k.endswith(skip)]
