@@ -20,7 +20,7 @@ from degrade.suite import run_checks
 def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
              eval_data: str | Path | None = None, checkpoint: str = "latest",
              model_factory: str | None = None, trust_remote_code: bool = False,
-             select: list[str] | None = None, ignore: list[str] | None = None,
+             base_model: str | Path | None = None, select: list[str] | None = None, ignore: list[str] | None = None,
              budget: str | None = None, seed: int = 0, device: str = "auto",
              threads: int | None = None,
              options: dict[str, dict[str, Any]] | None = None, config: dict[str, Any] | None = None,
@@ -44,7 +44,7 @@ def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
         train_data=str(train_data) if train_data else None,
         eval_data=str(eval_data) if eval_data else None,
         checkpoint=checkpoint, model_factory=model_factory, trust_remote_code=trust_remote_code,
-        budget=budget or cfg.get("budget", "standard"), seed=seed, device=device))
+        base_model=str(base_model) if base_model else None, budget=budget or cfg.get("budget", "standard"), seed=seed, device=device))
     for data in ("eval_data", "train_data"):  # given data is read (and refused if bad) even when
         getattr(run, data)  # no selected check turns out to need it
     usable, broken = load_specs()

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--checkpoint", default="latest", help="latest | best | PATH (default: latest)")
     d.add_argument("--model-factory", help="module:callable building a plain nn.Module for the weights")
     d.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's custom modeling code")
+    d.add_argument("--base-model", metavar="PATH", help="a PEFT adapter's base model folder (default: "
+                   "its base_model_name_or_path, from a local folder or the local Hugging Face cache)")
     d.add_argument("--select", type=_codes, help="check codes or prefixes to run, e.g. O1,R201")
     d.add_argument("--ignore", type=_codes, help="check codes or prefixes to leave out")
     d.add_argument("--set", dest="sets", action="append", default=[], metavar="CODE.option=value",
@@ -170,7 +172,8 @@ def _diagnose(args) -> int:
         on_progress, on_batch = callbacks or (None, None)
         d = diagnose(args.run_dir, train_data=args.train_data, eval_data=args.eval_data,
                      checkpoint=args.checkpoint, model_factory=args.model_factory,
-                     trust_remote_code=args.trust_remote_code, select=args.select, ignore=args.ignore,
+                     trust_remote_code=args.trust_remote_code, base_model=args.base_model,
+                     select=args.select, ignore=args.ignore,
                      budget=args.budget, seed=args.seed, device=args.device, threads=args.threads,
                      options=options, on_progress=on_progress, on_batch=on_batch,
                      check_timeout=args.check_timeout,

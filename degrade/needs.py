@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from degrade.run.tasks import CAUSAL_LM, SEQ_CLS
+from degrade.run.tasks import CAUSAL_LM, SEQ_CLS, TOKEN_TASKS
 
 if TYPE_CHECKING:
     from degrade.run.run import Run
@@ -52,11 +52,11 @@ def _data(split: str) -> Callable[["Run"], str | None]:
     return need
 
 
-def _task(task: str) -> Callable[["Run"], str | None]:
+def _task(*tasks: str) -> Callable[["Run"], str | None]:
     def need(run: "Run") -> str | None:
         if run.task_hint is None and run.model_unavailable() is not None:
             return "the task is unknown (no model and no data to tell it from)"
-        return None if run.task == task else f"the model is a {run.task} model, not {task}"
+        return None if run.task in tasks else f"the model is a {run.task} model, not {' or '.join(tasks)}"
     return need
 
 
@@ -80,6 +80,7 @@ NEEDS: dict[str, Callable[["Run"], str | None]] = {
     "eval_data": _data("eval"),
     "train_data": _data("train"),
     "causal_lm": _task(CAUSAL_LM),
+    "decoder": _task(*TOKEN_TASKS),  # a causal LM, or the decoder of a seq2seq model
     "classification": _task(SEQ_CLS),
     "checkpoints": _checkpoints,
     "recorder": _recorder,

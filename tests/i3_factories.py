@@ -52,3 +52,32 @@ def unwired_positions():
 
 def constant_positions():
     return _ConstantPositions({})
+
+
+class TinySeq2Seq(torch.nn.Module):
+    """A one-layer torch.nn.Transformer encoder-decoder called the way Hugging Face's are
+    (input_ids, attention_mask, decoder_input_ids, ...); `causal=False` drops the decoder's mask,
+    `use_mask=False` ignores the encoder's padding mask."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        d, self.causal, self.use_mask = 32, bool(cfg.get("causal", True)), bool(cfg.get("use_mask", True))
+        self.embed = torch.nn.Embedding(cfg["vocab_size"], d)
+        self.pos = torch.nn.Embedding(64, d)
+        self.core = torch.nn.Transformer(d, 4, 1, 1, 64, dropout=0.0, batch_first=True)
+        self.head = torch.nn.Linear(d, cfg["vocab_size"])
+
+    def forward(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+                use_cache=None):
+        def embed(x):
+            return self.embed(x) + self.pos(torch.arange(x.shape[1], device=x.device))
+        T = decoder_input_ids.shape[1]
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(T) if self.causal else None
+        pad = None if attention_mask is None or not self.use_mask else attention_mask == 0
+        out = self.core(embed(input_ids), embed(decoder_input_ids), tgt_mask=mask,
+                        src_key_padding_mask=pad, memory_key_padding_mask=pad)
+        return self.head(out)
+
+
+def seq2seq(cfg):
+    return TinySeq2Seq(cfg)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import one_thread
 
-ADAPTED = ("O101", "O103", "R205", "R209", "R213", "P401", "P402", "D501")
+ADAPTED = ("O101", "O103", "R205", "R209", "R213", "P401", "P402", "D501", "I301", "I304")
 
 
 def _copy_rows(n: int, vocab: int, seed: int) -> list[dict]:
@@ -68,7 +68,7 @@ def test_t5_logged_eval_loss_comes_back_and_adapted_checks_run(t5_run):
     assert o101["severity"] == "info", o101["message"]
     ev = o101["evidence"]
     assert abs(ev["logged_loss"] - ev["recomputed_loss_token_mean"]) < 1e-3 * max(1.0, ev["logged_loss"])
-    for code in ("I302", "I304", "O107", "P403"):  # not adapted yet: said, never silently clean
+    for code in ("I302", "O107", "P403"):  # not adapted yet: said, never silently clean
         assert status[code]["status"] == "skipped" and "seq2seq" in status[code]["reason"], status[code]
     assert not [f for f in doc["findings"] if f["severity"] == "error"], doc["verdict"]
 
@@ -145,3 +145,41 @@ def test_unequal_labels_without_an_encoder_decoder_name_the_fix(tmp_path):
     path = _write(tmp_path, "pairs.jsonl", [{"input_ids": [5, 6, 7], "labels": [7, 6]}])
     with pytest.raises(InputError, match="is_encoder_decoder"):
         load_examples(path)
+
+
+def _factory_seq2seq(tmp_path, **switches):
+    import torch
+
+    from degrade.run import RunOptions, open_run
+    from tests.helpers import save_weights
+    from tests.i3_factories import seq2seq
+    cfg = {"is_encoder_decoder": True, "decoder_start_token_id": 0, "vocab_size": 12, **switches}
+    torch.manual_seed(0)
+    run_dir = save_weights(seq2seq(cfg), tmp_path / "run")
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    ev = _write(tmp_path, "eval.jsonl", _copy_rows(32, 12, 3))
+    run = open_run(run_dir, RunOptions(eval_data=str(ev), model_factory="tests.i3_factories:seq2seq",
+                                       budget="fast"))
+    assert run.model().task == "seq2seq"
+    return run
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_i301_reads_the_decoder_mask_of_a_factory_seq2seq(tmp_path, causal):
+    """--model-factory with an encoder-decoder config: I301 resamples the decoder's future tokens
+    with the source held fixed; a decoder without its causal mask is an error, an untrained one
+    with the mask is clean (a leak shows in untrained weights as clearly as in trained ones)."""
+    from degrade.checks.instantiation.i301_causal_mask_leak import CausalMaskLeak
+    from tests.helpers import run_check
+    found = run_check(_factory_seq2seq(tmp_path, causal=causal), CausalMaskLeak)
+    assert [f.severity.value for f in found] == ([] if causal else ["error"]), [f.message for f in found]
+
+
+@pytest.mark.parametrize("use_mask", [True, False])
+def test_i304_pads_the_encoder_of_a_factory_seq2seq(tmp_path, use_mask):
+    """I304 pads the source and compares the decoder's logits: an encoder that ignores its
+    padding mask is an error, one that applies it is clean."""
+    from degrade.checks.instantiation.i304_padding_invariance import PaddingInvariance
+    from tests.helpers import run_check
+    found = run_check(_factory_seq2seq(tmp_path, use_mask=use_mask), PaddingInvariance)
+    assert [f.severity.value for f in found] == ([] if use_mask else ["error"]), [f.message for f in found]

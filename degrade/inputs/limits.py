@@ -10,6 +10,7 @@ MIB = 1 << 20
 MAX_BYTES = {
     "trainer state": 256 * MIB,
     "model config": 16 * MIB,  # id2label of 100k classes is ~3 MB
+    "adapter config": 16 * MIB,  # adapter_config.json: target module lists, rank patterns
     "weight index": 64 * MIB,  # one entry per tensor: 100k tensors is ~10 MB
     "results": 16 * MIB,
     "manifest": 64 * MIB,

@@ -7,6 +7,7 @@ from degrade.errors import InputError
 from degrade.inputs.json_doc import iter_jsonl
 from degrade.inputs.native import read_manifest
 from degrade.inputs.trainer_state import log_records, trainer_meta
+from degrade.run.adapter import find_adapter
 from degrade.run.files import find_weights
 from degrade.run.hf_trainer import find_checkpoints, read_results, read_trainer_state, trainer_state_path
 from degrade.run.history import History
@@ -32,10 +33,10 @@ def open_run(path: str | Path, options: RunOptions | None = None) -> Run:
         return Run(root, "hf-trainer", options, history=history,
                    checkpoints=find_checkpoints(root, meta.get("global_step")),
                    best_checkpoint_hint=meta.get("best_model_checkpoint"), results=read_results(root))
-    if (root / "config.json").exists() or find_weights(root) is not None:
+    if (root / "config.json").exists() or find_weights(root) is not None or find_adapter(root) is not None:
         return Run(root, "model-dir", options, history=None, checkpoints=find_checkpoints(root, 0))
     raise InputError(root, "is not a run: no trainer_state.json, degrade/manifest.json, "
-                           "config.json or model weights found")
+                           "config.json, model weights or PEFT adapter found")
 
 
 def _open_native(root: Path, native: Path, options: RunOptions) -> Run:

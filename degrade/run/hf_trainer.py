@@ -9,6 +9,7 @@ from degrade.inputs.frozen import freeze
 from degrade.inputs.json_doc import read_json, read_object
 from degrade.inputs.model_config import read_config
 from degrade.inputs.trainer_state import is_number, trainer_state
+from degrade.run.adapter import find_adapter
 from degrade.run.files import check_weights, find_weights
 from degrade.run.history import History
 from degrade.run.run import Checkpoint
@@ -28,11 +29,10 @@ def find_checkpoints(root: Path, final_step: int | None) -> list[Checkpoint]:
         if m and child.is_dir():
             found.append(Checkpoint(int(m.group(1)), child))
     found.sort(key=lambda c: c.step)
-    if find_weights(root) is not None:
+    if find_weights(root) is not None or find_adapter(root) is not None:
         step = final_step if final_step is not None else (found[-1].step if found else 0)
-        # trainer.save_model(output_dir) after training: the root is the final model.
-        found = [c for c in found if c.step != step or find_weights(c.path) is None] + \
-                [Checkpoint(step, root)]
+        # trainer.save_model(output_dir) after training: the root is the final model (or adapter).
+        found = [c for c in found if c.step != step or not c.loadable] + [Checkpoint(step, root)]
         found.sort(key=lambda c: (c.step, c.path == root))
     for c in found:
         if (w := find_weights(c.path)) is not None:

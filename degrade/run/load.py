@@ -38,6 +38,7 @@ class ModelHandle:
     path: Path
     device: str = "cpu"
     accepts_mask: bool = True
+    adapter: Any = None  # run/adapter.py's Adapter when the model came from a PEFT adapter
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                positions: list[int] | None = None,
@@ -150,6 +151,16 @@ def load_model(folder: Path, *, factory: str | None = None, trust_remote_code: b
     module.to(device).eval()
     accepts = source == "hf" or "attention_mask" in _forward_params(module)
     return ModelHandle(module, task, source, Path(folder), device, accepts)
+
+
+def load_with_adapter(folder: Path, base: Path, *, trust_remote_code: bool = False, device: str = "auto",
+                      root: Path | None = None) -> ModelHandle:
+    """A PEFT adapter checkpoint on its base model (run/adapter.py), merged where peft can."""
+    from degrade.run.adapter import load_adapter_model
+    module, task, adapter = load_adapter_model(folder, base, trust_remote_code, root)
+    device = resolve_device(device)
+    module.to(device).eval()
+    return ModelHandle(module, task, "hf", Path(folder), device, True, adapter)
 
 
 def _on_meta(build):

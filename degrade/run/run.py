@@ -35,6 +35,7 @@ class RunOptions:
     budget: str = "standard"
     seed: int = 0
     device: str = "auto"  # auto: CUDA when available (resolved when a model is loaded)
+    base_model: str | None = None  # a PEFT adapter's base model folder (else found from its config)
 
 
 @dataclass
@@ -45,6 +46,16 @@ class Checkpoint:
     @property
     def weights(self) -> Path | None:
         return find_weights(self.path)
+
+    @property
+    def adapter(self) -> Path | None:
+        """A PEFT adapter's weights (adapter_model.safetensors with adapter_config.json), or None."""
+        from degrade.run.adapter import find_adapter
+        return find_adapter(self.path)
+
+    @property
+    def loadable(self) -> bool:
+        return self.weights is not None or self.adapter is not None
 
 
 @dataclass
@@ -101,7 +112,7 @@ class Run:
                 raise InputError(choice, "is not a checkpoint folder")
             step = next((c.step for c in self.checkpoints if c.path.resolve() == p.resolve()), -1)
             return Checkpoint(step, p)
-        with_weights = [c for c in self.checkpoints if c.weights is not None]
+        with_weights = [c for c in self.checkpoints if c.loadable]
         if not with_weights:
             return None
         if choice == "best":
@@ -127,10 +138,23 @@ class Run:
 
     @cached_property
     def config(self) -> Mapping[str, Any] | None:
+        """The chosen checkpoint's config.json (an adapter's: its base model's)."""
         ckpt = self.model_checkpoint
-        if ckpt is None or not (ckpt.path / "config.json").exists():
+        if ckpt is None:
+            return None
+        if not (ckpt.path / "config.json").exists() and ckpt.weights is None and ckpt.adapter is not None:
+            base, _ = self.base_model_dir
+            return None if base is None else freeze(read_config(base / "config.json"))
+        if not (ckpt.path / "config.json").exists():
             return None
         return freeze(read_config(ckpt.path / "config.json", self.path))
+
+    @cached_property
+    def base_model_dir(self) -> tuple[Path | None, str]:
+        """A PEFT adapter checkpoint's base model folder (or None) and where it was looked for."""
+        from degrade.run.adapter import base_model_dir
+        ckpt = self.model_checkpoint
+        return base_model_dir(ckpt.path, self.options.base_model, self.path)
 
     def model_unavailable(self) -> str | None:
         """Why no model can be examined, or None when one can."""
@@ -140,9 +164,16 @@ class Run:
         if ckpt is None:
             return f"no model weights in {self.path} (no checkpoint-N/ with weights, none at the root)"
         if ckpt.weights is None:
-            if (ckpt.path / "adapter_model.safetensors").is_file():
-                return f"{ckpt.path} holds a PEFT adapter only; merge it into its base model first"
-            return f"no model weights in {ckpt.path}"
+            if ckpt.adapter is None:
+                return f"no model weights in {ckpt.path}"
+            from importlib.util import find_spec
+            if find_spec("peft") is None:
+                return f'{ckpt.path} holds a PEFT adapter; reading it needs peft (pip install "degrade[peft]")'
+            base, where = self.base_model_dir
+            if base is None:
+                return (f"{ckpt.path} holds a PEFT adapter whose base model is not here: {where}; "
+                        "pass --base-model PATH")
+            return None
         if self.config is None and not self.options.model_factory:
             hint = ""
             if self.manifest and self.manifest.get("model", {}).get("factory"):
@@ -168,6 +199,14 @@ class Run:
     def load_model(self, checkpoint: Checkpoint):
         """A fresh (uncached) ModelHandle for any checkpoint, e.g. to compare checkpoints."""
         from degrade.run.load import load_model
+        if checkpoint.weights is None and checkpoint.adapter is not None:
+            from degrade.run.adapter import base_model_dir
+            from degrade.run.load import load_with_adapter
+            base, where = base_model_dir(checkpoint.path, self.options.base_model, self.path)
+            if base is None:
+                raise InputError(checkpoint.path, f"holds a PEFT adapter whose base model is not here: {where}")
+            return load_with_adapter(checkpoint.path, base, trust_remote_code=self.options.trust_remote_code,
+                                     device=self.options.device, root=self.path)
         return load_model(checkpoint.path, factory=self.options.model_factory,
                           trust_remote_code=self.options.trust_remote_code,
                           device=self.options.device, run_config=thaw(self.run_config),

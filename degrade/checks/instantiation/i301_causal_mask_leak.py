@@ -28,6 +28,8 @@ class CausalMaskLeak(Check):
     inverted causal mask, an off-by-one mask (position t sees t+1: `leak_reach` 1), a softmax over
     the wrong axis (normalising over queries mixes later positions into earlier ones), and padding
     masks that replace the causal one. Untrained models show a leak as clearly as trained ones.
+    On an encoder-decoder (seq2seq) model the decoder sequence is resampled with its source held
+    fixed: the decoder's self-attention mask is what is tested.
 
     Why it matters: a model that sees the token it must predict reports an eval loss it cannot
     reach when generating one token at a time; the observation is wrong, and the architecture that
@@ -46,7 +48,8 @@ class CausalMaskLeak(Check):
     """
 
     code, name, layer = "I301", "causal-mask-leak", Layer.INSTANTIATION
-    needs = frozenset({"model", "eval_data", "causal_lm"})
+    needs = frozenset({"model", "eval_data", "decoder"})
+    tasks = frozenset({"causal-lm", "seq2seq"})  # seq2seq: the decoder's mask, the source held fixed
     probes = 1
     options = (
         Option("n_sequences", 16,
@@ -92,6 +95,7 @@ class CausalMaskLeak(Check):
         pick = run.engine.probe_indices(data, forwards=1 + int(o["n_cuts"]), eligible=usable,
                                         cap=int(o["n_sequences"]))
         seqs = [list(data.input_ids[int(i)][:limit]) for i in pick]
+        sources = [data.source[int(i)] for i in pick] if data.source is not None else [None] * len(seqs)
         pool = np.unique(np.concatenate([np.asarray(s) for s in seqs]))
         param = next(model.module.parameters(), None)
         half = param is not None and param.dtype in _HALF
@@ -110,12 +114,12 @@ class CausalMaskLeak(Check):
                 cuts, batch = self._variants(seq, pool, int(o["n_cuts"]), rng)
                 # One row per forward: a long sequence's vocabulary-wide logits are held for two
                 # rows at most (the original and one variant), not for the whole batch.
-                base = self._row_logits(model, batch[0])
+                base = self._row_logits(model, batch[0], source=sources[s_i])
                 scale = float(base.std(dim=-1).mean())
                 scales.append(scale)
                 tol = atol + rtol * scale
                 for c, t in enumerate(cuts):
-                    variant = self._row_logits(model, batch[c + 1], t + 1)
+                    variant = self._row_logits(model, batch[c + 1], t + 1, sources[s_i])
                     diff = (variant - base[:t + 1]).abs().amax(dim=-1)  # per position
                     n_cuts += 1
                     m = float(diff.max())
@@ -157,11 +161,14 @@ class CausalMaskLeak(Check):
                             "fixing the mask, rerun `degrade diagnose --select I301`.")]
 
     @staticmethod
-    def _row_logits(model, row: list[int], upto: int | None = None) -> torch.Tensor:
-        """[T, V] logits of one sequence (positions < upto when given)."""
+    def _row_logits(model, row: list[int], upto: int | None = None, source: list[int] | None = None) -> torch.Tensor:
+        """[T, V] logits of one sequence (positions < upto when given); a seq2seq decoder sequence
+        is read given its (unchanged) source."""
         ids = torch.tensor([row], dtype=torch.long)
         keep = list(range(upto)) if upto is not None else None
-        return model.logits(ids, torch.ones_like(ids), positions=keep)[0].cpu()
+        src = None if source is None else (torch.tensor([source], dtype=torch.long),
+                                           torch.ones((1, len(source)), dtype=torch.long))
+        return model.logits(ids, torch.ones_like(ids), positions=keep, source=src)[0].cpu()
 
     @staticmethod
     def _variants(seq: list[int], pool: np.ndarray, n_cuts: int, rng) -> tuple[list[int], list[list[int]]]:

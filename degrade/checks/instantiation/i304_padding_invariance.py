@@ -69,6 +69,7 @@ class PaddingInvariance(Check):
 
     code, name, layer = "I304", "padding-invariance", Layer.INSTANTIATION
     needs = frozenset({"model", "eval_data"})
+    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})  # seq2seq: the encoder
     probes = 1
     options = (
         Option("n_sequences", 16,
@@ -115,7 +116,9 @@ class PaddingInvariance(Check):
         k = min(int(o["pad_tokens"]), table // 2)
         # a sequence's logits are held six times at most (alone, two paddings, their differences)
         limit = min(int(o["max_length"]), table - k, probe_length(model.out_size, 6))
-        usable = [i for i, x in enumerate(data.input_ids) if len(x) >= 2]
+        seq2seq = data.source is not None  # the source is padded; the decoder's logits are compared
+        inputs = data.source if seq2seq else data.input_ids
+        usable = [i for i, x in enumerate(inputs) if len(x) >= 2]
         if not usable or limit < 2:
             raise CheckSkipped("no eval sequence has 2 or more tokens" if not usable else
                                "the position table is too short to add padding")
@@ -123,7 +126,9 @@ class PaddingInvariance(Check):
         # alone, left- and right-padded, and batched with others: four forwards per sequence
         n = int(o["n_sequences"])
         pick = run.engine.probe_indices(data, forwards=4, eligible=usable, minimum=n, cap=n).tolist()
-        seqs = [list(data.input_ids[i][:limit]) for i in pick]
+        seqs = [list(inputs[i][:limit]) for i in pick]
+        if seq2seq:
+            model = _EncoderSide(model, {tuple(x): data.input_ids[i] for x, i in zip(seqs, pick)})
         pad = self._pad_id(model, run)
         pool = np.unique(np.concatenate([np.asarray(s) for s in seqs]))
         others = pool[pool != pad] if np.any(pool != pad) else np.asarray([pad + 1])
@@ -131,7 +136,7 @@ class PaddingInvariance(Check):
         scale_tol = o["half_precision_factor"] if param is not None and param.dtype in _HALF else 1
         atol, rtol = o["atol"] * scale_tol, o["rtol"] * scale_tol
         lm = model.task == CAUSAL_LM
-        varying = len({len(x) for x in data.input_ids}) > 1
+        varying = len({len(x) for x in inputs}) > 1
 
         module = model.module
         was_training = module.training
@@ -251,3 +256,23 @@ class PaddingInvariance(Check):
         ids = torch.tensor(rows, dtype=torch.long)
         m = torch.tensor(mask, dtype=torch.long) if mask is not None else None
         return model.logits(ids, m).cpu()
+
+
+class _EncoderSide:
+    """A seq2seq model seen from its encoder: logits(source rows, mask) are the decoder's logits on
+    each source's own decoder sequence (found from the source's real tokens), so the padding tests
+    pad the encoder and compare whole decoder outputs (compared like a classifier's: every
+    position)."""
+
+    def __init__(self, model, decoders: dict[tuple, list[int]]):
+        self.model, self.decoders = model, decoders
+        self.module, self.accepts_mask, self.task = model.module, True, model.task
+
+    def logits(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = torch.ones_like(ids) if mask is None else mask
+        dec = [self.decoders[tuple(int(t) for t, m in zip(row, keep) if m)] for row, keep in zip(ids, mask)]
+        width = max(len(d) for d in dec)
+        if any(len(d) != width for d in dec):
+            raise ValueError("one call compares rows of one decoder sequence")
+        dec_ids = torch.tensor(dec, dtype=torch.long)
+        return self.model.logits(dec_ids, torch.ones_like(dec_ids), source=(ids, mask))

@@ -90,8 +90,7 @@ class WeightSpectra(Check):
 
     def run(self, run):
         o = self.opts
-        ckpt = run.model_checkpoint
-        state = W.load(ckpt)
+        state = W.of_model(run)
         fitted, skipped = {}, []
         candidates = [n for n in state if len(state.info(n).shape) == 2 and state.is_float(n)
                       and not any(s in n.lower() for s in _SKIP)]

@@ -39,6 +39,14 @@ def load(checkpoint: "Checkpoint") -> Weights:
     return open_weights(checkpoint.weights)
 
 
+def of_model(run: "Run") -> Weights:
+    """The chosen checkpoint's weights: its file, or (a PEFT adapter) the loaded model's merged ones."""
+    ckpt = run.model_checkpoint
+    if ckpt.weights is not None:
+        return open_weights(ckpt.weights)
+    return Weights(ckpt.path, {k: v.detach() for k, v in run.model().module.state_dict().items()})
+
+
 def initial_snapshot(run: "Run") -> Weights | None:
     """The Recorder's initial weights (step 0 of the run), when it kept them."""
     if run.native_dir is None or not (run.native_dir / INITIAL_WEIGHTS).is_file():
