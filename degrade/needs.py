@@ -45,6 +45,17 @@ def _model(run: "Run") -> str | None:
     return run.model_unavailable()
 
 
+def _weights(run: "Run") -> str | None:
+    """The chosen checkpoint's weights, read from its file without building the model (so a head
+    degrade cannot score still has its weights read); an adapter needs its model loaded."""
+    ckpt = run.model_checkpoint
+    if ckpt is None:
+        return f"no model weights in {run.path} (no checkpoint-N/ with weights, none at the root)"
+    if ckpt.weights is not None:
+        return None
+    return run.model_unavailable() if ckpt.adapter is not None else f"no model weights in {ckpt.path}"
+
+
 def _data(split: str) -> Callable[["Run"], str | None]:
     def need(run: "Run") -> str | None:
         data = run.eval_data if split == "eval" else run.train_data
@@ -77,6 +88,7 @@ NEEDS: dict[str, Callable[["Run"], str | None]] = {
     "eval_curve": _eval_curve,
     "eval_logged": _eval_logged,
     "model": _model,
+    "weights": _weights,
     "eval_data": _data("eval"),
     "train_data": _data("train"),
     "causal_lm": _task(CAUSAL_LM),

@@ -174,12 +174,25 @@ class Run:
                 return (f"{ckpt.path} holds a PEFT adapter whose base model is not here: {where}; "
                         "pass --base-model PATH")
             return None
+        if self.config is not None and not self.options.model_factory:
+            from degrade.run.heads import unsupported_head
+            if (reason := unsupported_head(self.config)) is not None:
+                return reason
+        if (reason := self._memory_problem) is not None:
+            return reason
         if self.config is None and not self.options.model_factory:
             hint = ""
             if self.manifest and self.manifest.get("model", {}).get("factory"):
                 hint = f" (the recorder noted --model-factory {self.manifest['model']['factory']})"
             return f"{ckpt.path} has weights but no config.json: pass --model-factory{hint}"
         return None
+
+    @cached_property
+    def _memory_problem(self) -> str | None:
+        """Whether the chosen model fits in the memory left, decided once (before any check holds
+        memory of its own, so that every model check gives the same reason)."""
+        from degrade.run.memory_need import load_problem
+        return load_problem(self.model_checkpoint.weights, self.path)
 
     def model(self):
         """The chosen checkpoint's model, in eval mode, loaded once (a ModelHandle). The data given

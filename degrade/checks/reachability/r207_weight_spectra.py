@@ -69,8 +69,7 @@ class WeightSpectra(Check):
     """
 
     code, name, layer = "R207", "weight-spectra", Layer.REACHABILITY
-    needs = frozenset({"model"})
-    tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
+    needs = frozenset({"weights"})
     options = (
         Option("max_alpha", 6.0,
                source="WeightWatcher constants.py (Martin & Mahoney): alpha > 6 is under-trained",
