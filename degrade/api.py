@@ -70,15 +70,18 @@ def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
 
 
 def _curves(run) -> dict[str, Any]:
-    """Loss curves for the report: train loss and each eval set's loss."""
+    """Curves for the report: train loss and each eval set's loss ("... loss"), the learning rate
+    ("learning rate"), and each logged eval metric ("<eval set> <metric>", e.g. "eval accuracy")."""
     if not run.history:
         return {}
     curves = {}
-    steps, vals = run.history.series("loss")
-    if steps.size:
-        curves["train loss"] = (steps.tolist(), vals.tolist())
+    for key, label in (("loss", "train loss"), ("learning_rate", "learning rate")):
+        steps, vals = run.history.series(key)
+        if steps.size:
+            curves[label] = (steps.tolist(), vals.tolist())
     for name in run.history.eval_sets:
-        s, v = run.history.series("loss", name)
-        if s.size:
-            curves[f"{name or 'eval'} loss"] = (s.tolist(), v.tolist())
+        for metric in ["loss", *run.history.eval_metrics(name)]:
+            s, v = run.history.series(metric, name)
+            if s.size:
+                curves[f"{name or 'eval'} {metric}"] = (s.tolist(), v.tolist())
     return curves

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from degrade.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, InputError, one_line)
 
-FORMATS = ("console", "json", "markdown", "html")
+_STARTED = [time.perf_counter()]
+FORMATS = ("console", "json", "markdown", "html", "github", "sarif")
 EXIT_CODES = ("exit codes: 0 nothing degraded and enough was checked; 1 degradation found; "
               "2 bad input or usage; 3 inconclusive (too little could be checked); "
               "4 internal error (a bug in degrade); 130 interrupted")
@@ -54,8 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "standard about 4 (1,024 rows, one pass of training rows), thorough about 12 (every "
                    "eval row, four passes of training rows, every component ranked and more "
                    "confirmed); default standard")
-    d.add_argument("--format", choices=FORMATS, default="console")
+    d.add_argument("--format", choices=FORMATS, default="console",
+                   help="console (default), json (schema: degrade/diagnosis-v1.schema.json), markdown, "
+                   "html, github (workflow annotations), sarif (code scanning)")
+    d.add_argument("--fail-on", choices=("error", "warning", "never"), default="error",
+                   help="exit 1 when a layer is degraded (error, the default), also on any warning "
+                   "(warning), or never (still 2 for bad input, 3 when too little could be checked)")
     d.add_argument("--output", "-o", help="write the report here instead of stdout")
+    loud = d.add_mutually_exclusive_group()
+    loud.add_argument("--quiet", "-q", action="store_true", help="console: the verdict only")
+    loud.add_argument("--verbose", "-v", action="store_true", help="console: every finding in full "
+                      "(by default info findings are folded to one line)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto: CUDA when "
                    "available, else the CPU)")
@@ -102,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _STARTED[0] = time.perf_counter()  # `total` on the console is the command's wall time
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, before or after the subcommand
     try:
@@ -178,8 +190,9 @@ def _diagnose(args) -> int:
                      options=options, on_progress=on_progress, on_batch=on_batch,
                      check_timeout=args.check_timeout,
                      check_memory=_check_memory(args.check_memory))
-    _emit(d, args.format, args.output)
-    return d.exit_code
+    d.total_seconds = max(d.total_seconds, time.perf_counter() - _STARTED[0])  # imports and loading too
+    _emit(d, args.format, args.output, 0 if args.quiet else 2 if args.verbose else 1)
+    return d.exit_code_for(args.fail_on)
 
 
 def _check_memory(gb: float | None) -> float | None:
@@ -193,10 +206,10 @@ def _check_memory(gb: float | None) -> float | None:
     return 0.9 * avail / GB if avail else None
 
 
-def _emit(d, fmt: str, output: str | None) -> None:
+def _emit(d, fmt: str, output: str | None, verbosity: int = 1) -> None:
     if fmt == "console":
         from degrade.report.console import render
-        render(d)
+        render(d, verbosity=verbosity)
         if output:
             d.save(output)
         return
@@ -204,7 +217,7 @@ def _emit(d, fmt: str, output: str | None) -> None:
         d.save(output, fmt)
         print(f"degrade: wrote {output}", file=sys.stderr)
     else:
-        text = {"json": d.to_json, "markdown": d.to_markdown, "html": d.to_html}[fmt]()
+        text = d.render(fmt)
         _write_stdout(text if text.endswith("\n") else text + "\n")
 
 

@@ -45,7 +45,14 @@ class Diagnosis:
     @property
     def exit_code(self) -> int:
         """1 degraded, 3 inconclusive (too little could be checked), 0 nothing degraded."""
-        if self.degraded:
+        return self.exit_code_for("error")
+
+    def exit_code_for(self, fail_on: str = "error") -> int:
+        """The exit code under `--fail-on`: error (default: 1 when a layer is degraded), warning
+        (also 1 when any warning was raised), never (0 whatever was found; 3 still says that too
+        little could be checked)."""
+        if fail_on != "never" and (self.degraded or (fail_on == "warning" and any(
+                f.severity.value == "warning" for f in self.findings))):
             return EXIT_DEGRADED
         return EXIT_INCONCLUSIVE if self.verdict["layer"] == "inconclusive" else EXIT_CLEAN
 
@@ -80,11 +87,30 @@ class Diagnosis:
         from degrade.report.html import render
         return render(self)
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the HTML report inline, in an iframe so that its styles stay its own."""
+        import html
+        return (f'<iframe srcdoc="{html.escape(self.to_html(), quote=True)}" title="degrade report" '
+                'style="width:100%;height:900px;border:1px solid #ddd" sandbox></iframe>')
+
+    def to_github(self) -> str:
+        from degrade.report.ci_formats import github
+        return github(self)
+
+    def to_sarif(self) -> str:
+        from degrade.report.ci_formats import sarif
+        return sarif(self)
+
+    def render(self, fmt: str) -> str:
+        """The document in one of the file formats: json, markdown, html, github, sarif."""
+        return {"json": self.to_json, "markdown": self.to_markdown, "html": self.to_html,
+                "github": self.to_github, "sarif": self.to_sarif}[fmt]()
+
     def save(self, path: str | Path, fmt: str | None = None) -> Path:
         path = Path(path)
-        fmt = fmt or {".json": "json", ".md": "markdown", ".html": "html", ".htm": "html"}.get(
-            path.suffix.lower(), "json")
-        text = {"json": self.to_json, "markdown": self.to_markdown, "html": self.to_html}[fmt]()
+        fmt = fmt or {".json": "json", ".md": "markdown", ".html": "html", ".htm": "html",
+                      ".sarif": "sarif"}.get(path.suffix.lower(), "json")
+        text = self.render(fmt)
         # errors="replace": a lone surrogate (an undecodable file name) must not stop the report
         path.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8", errors="replace")
         return path

@@ -15,6 +15,8 @@
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,11 +105,23 @@ def walk(results: list[CheckResult]) -> tuple[dict[str, Any], dict[Layer, LayerR
     uncleared = [layer for layer in outer if layers[layer].status != "clean"]
     top = _top_finding(layers[verdict_layer].findings)
     confidence = top.confidence * UNCLEARED_DISCOUNT ** len(uncleared)
-    headline = f"{verdict_layer.value.capitalize()} is degraded: {top.message}"
-    if uncleared:
-        headline += f" (not cleared: {', '.join(l.value for l in uncleared)})"
+    prefix = f"{verdict_layer.value.capitalize()} is degraded: "
+    suffix = f" (not cleared: {', '.join(l.value for l in uncleared)})" if uncleared else ""
+    headline = prefix + shortened(top.message, HEADLINE_CHARS - len(prefix) - len(suffix)) + suffix
     return {"layer": verdict_layer.value, **_confidence(confidence), "headline": headline,
             "next_experiment": top.next_experiment, "finding": top.code}, layers
+
+
+HEADLINE_CHARS = 160  # a headline reads at a glance; the finding below it holds the details
+
+
+def shortened(text: str, limit: int) -> str:
+    """The text's first sentence, cut at a word boundary within `limit` characters ("..." marks a cut)."""
+    first = re.split(r"\.\s+(?=[A-Z])", text, maxsplit=1)[0].rstrip(".")
+    if len(first) <= limit:
+        return first
+    cut = first[:max(1, limit - 3)].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "..."
 
 
 def _confidence(raw: float) -> dict[str, float]:

@@ -18,5 +18,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch, capsys):
         for source in code:
             exec(compile(source, str(NOTEBOOK), "exec"), namespace)
     assert namespace["d"].verdict["layer"] == "reachability"
+    inline = namespace["d"]._repr_html_()  # what `d` shows in a notebook cell
+    assert inline.startswith("<iframe srcdoc=") and "R201" in inline and "<script" not in inline
     html = (tmp_path / "degrade-notebook" / "report.html").read_text(encoding="utf-8")
     assert "R201" in html

@@ -260,7 +260,7 @@ def test_evidence_arrays_are_rendered_as_lists():
 
 def test_html_for_a_clean_run_without_curves():
     page = make_clean().to_html()
-    assert "No degradation found" in page and "No loss curves" in page and "No findings." in page
+    assert "No degradation found" in page and "No loss curves" in page and "Nothing else." in page
 
 
 # ---- SVG chart ---------------------------------------------------------------------------------

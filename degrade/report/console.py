@@ -1,4 +1,6 @@
-"""Console report (rich): the verdict first, then the ladder, the findings by layer, the checks.
+"""Console report (rich): the verdict, the loss budget, the findings that decide it (errors, then
+warnings, in full), the ladder, the rest by layer (info folded to one line unless verbose), the
+skipped checks one line each, the checks' tally with the command's wall time.
 
 Every user-provided string goes in as rich Text, never as markup, so a message holding "[bold]"
 or "[/]" prints literally instead of restyling the report or crashing it. render() writes only to
@@ -26,18 +28,32 @@ CHECK_STYLE = {"ran": "green", "skipped": "dim", "failed": "bold red"}
 GROUPS = (*WALK, Layer.FLOOR, Layer.TOOL)
 
 
-def render(d, console: Console | None = None) -> None:
+def render(d, console: Console | None = None, verbosity: int = 1) -> None:
+    """verbosity 0 (--quiet): the verdict only; 1: info findings folded to one line; 2 (--verbose):
+    every finding in full."""
     console = console or Console()
     console.print(_verdict(d))
+    if verbosity == 0:
+        return
     if (budget := _budget(d)) is not None:
         console.print(budget)
+    deciding = [f for sev in ("error", "warning") for f in d.findings if f.severity.value == sev]
+    if deciding:
+        console.rule(Text("What to fix first (errors, then warnings)", style="bold"), align="left")
+        for f in deciding:
+            console.print(_finding(f))
     console.print(_ladder(d))
     for layer in GROUPS:
-        findings = [f for f in d.findings if f.layer == layer]
-        if findings:
+        rest = [f for f in d.findings if f.layer == layer and f.severity.value == "info"]
+        if rest:
             console.rule(Text(layer.value.capitalize(), style="bold"), align="left")
-            for f in findings:
-                console.print(_finding(f))
+            for f in rest:
+                if verbosity > 1:
+                    console.print(_finding(f))
+                else:
+                    console.print(_folded(f), no_wrap=True, overflow="ellipsis")
+    for line in _skipped(d):
+        console.print(line, no_wrap=True, overflow="ellipsis")
     console.print(_checks(d))
 
 
@@ -55,11 +71,11 @@ def _verdict(d) -> Panel:
     body.append(f"   confidence {_num(v.get('confidence'))}\n", style="bold")
     body.append(f"({MEANING})\n", style="dim")
     # The ladder's headline opens with "<Layer> is degraded: ", which the title already says.
-    body.append(str(v.get("headline", "")).removeprefix(f"{layer.capitalize()} is degraded: ") + "\n")
+    body.append(relative(str(v.get("headline", "")).removeprefix(f"{layer.capitalize()} is degraded: ")) + "\n")
     if v.get("next_experiment"):
         body.append("Next experiment: ", style="bold")
-        body.append(str(v["next_experiment"]))
-    run = Text(f"{d.run.get('path', '?')} ({d.run.get('format', '?')})", style="dim")
+        body.append(relative(str(v["next_experiment"])))
+    run = Text(f"{relative(str(d.run.get('path', '?')))} ({d.run.get('format', '?')})", style="dim")
     return Panel(Group(body, run), title="degrade verdict", title_align="left", border_style=style)
 
 
@@ -110,12 +126,43 @@ def _finding(f) -> Group:
     head.append(f"  confidence {_num(f.confidence)}", style="dim")
     if f.provisional:
         head.append("  provisional", style="italic magenta")
-    body = [Text(f.message)]
+    body = [Text(relative(f.message))]
     if f.fix:
-        body.append(Text("fix: ", style="bold").append(f.fix, style="not bold"))
+        body.append(Text("fix: ", style="bold").append(relative(f.fix), style="not bold"))
     if f.next_experiment:
-        body.append(Text("next: ", style="bold").append(f.next_experiment, style="not bold"))
+        body.append(Text("next: ", style="bold").append(relative(f.next_experiment), style="not bold"))
     return Group(head, Padding(Group(*body), (0, 0, 0, 4)))  # wrapped lines keep the indent
+
+
+def _folded(f) -> Text:
+    """An info finding on one line: nothing to fix, so its first sentence is enough."""
+    from degrade.ladder import shortened
+    line = Text("  ")
+    line.append(f.code, style="bold")
+    line.append(f" {f.name}  ", style="dim")
+    line.append(shortened(f.message, 110), style="dim")
+    return line
+
+
+def _skipped(d) -> list[Text]:
+    """One line per reason with the checks it held back (cut to the terminal's width)."""
+    from degrade.report.html import skipped_by_reason
+    groups = skipped_by_reason(d.checks)
+    if not groups:
+        return []
+    n = sum(len(codes) for _, codes in groups)
+    def named(codes: list[str]) -> str:
+        return " ".join(codes) if len(codes) <= 4 else " ".join(codes[:3]) + f" +{len(codes) - 3}"
+    return [Text(f"\nskipped ({n}):", style="bold")] + [
+        Text(f"  {named(codes)}: ", style="dim").append(relative(reason), style="dim")
+        for reason, codes in groups]
+
+
+def relative(text: str) -> str:
+    """Paths under the working directory written relative to it (shorter, and what the user typed)."""
+    import os
+    cwd = os.getcwd().rstrip("/") + "/"
+    return text.replace(cwd, "") if cwd != "/" else text
 
 
 def _checks(d) -> Group:
@@ -123,7 +170,7 @@ def _checks(d) -> Group:
     line = Text("\nchecks: ", style="bold")
     line.append(", ".join(f"{counts[s]} {s}" for s in ("ran", "skipped", "failed")))
     line.append(f"   total {_seconds(d.total_seconds)}", style="dim")
-    failed = [Text(f"  {r.code} {r.name} failed: ", style="red").append(r.reason, style="not bold")
+    failed = [Text(f"  {r.code} {r.name} failed: ", style="red").append(relative(r.reason), style="not bold")
               for r in d.checks if r.status == "failed"]
     return Group(line, *failed)
 

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import cache
 from html import escape
+from importlib.resources import files
 from typing import Any
 
 from degrade.calibration import MEANING
@@ -30,14 +32,21 @@ def _e(text: Any) -> str:
     return escape(str(text), quote=True)
 
 
+@cache
+def css() -> str:
+    return files("degrade.report").joinpath("report.css").read_text(encoding="utf-8")
+
+
 def render(d) -> str:
+    """Verdict, loss budget, what to fix first (errors, then warnings), the ladder beside the
+    curves, the other findings folded by layer, the skipped checks one line each, the checks."""
     title = f"degrade: {d.verdict.get('layer', '?')}: {d.run.get('path', '')}"
-    body = [_header(d), _verdict(d), budget_html.render(d.budget),
+    body = [_header(d), _verdict(d), budget_html.render(d.budget), _fix_first(d),
             '<div class="grid">', _ladder(d), _curves(d), "</div>",
-            _findings(d), _checks(d), _footer(d)]
+            _findings(d), _skipped(d), _checks(d), _footer(d)]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{CSS}</style></head>\n"
+            f"<title>{_e(title)}</title><style>{css()}</style></head>\n"
             f'<body><main>\n{"".join(body)}\n</main></body></html>\n')
 
 
@@ -82,9 +91,11 @@ def _ladder(d) -> str:
         rep = d.layers.get(layer)
         status = rep.status if rep else "not run"
         verdict = d.verdict.get("layer") == layer.value
+        first = {}  # one link per code, in code order: a check with two findings is named once
+        for f in sorted(rep.findings if rep else [], key=lambda f: f.code):
+            first.setdefault(f.code, f)
         codes = " ".join(f'<a class="code" href="#{ids[id(f)]}">{_e(f.code)}</a>' if id(f) in ids
-                         else f'<span class="code">{_e(f.code)}</span>'
-                         for f in (rep.findings if rep else []))
+                         else f'<span class="code">{_e(f.code)}</span>' for f in first.values())
         reason = f'<div class="reason">{_e(rep.reason)}</div>' if rep and rep.reason else ""
         tag = '<span class="tag verdict-tag">verdict</span>' if verdict else ""
         rungs.append(f'<li class="rung s-{_e(status.replace(" ", "-"))}">'
@@ -98,23 +109,92 @@ def _ladder(d) -> str:
 
 
 def _curves(d) -> str:
-    chart = line_chart(d.curves) if d.curves else ""
+    """The loss curves with R201's projection and the best checkpoint (R202/R212) drawn in, then
+    the learning rate and each logged eval metric in a small panel of its own."""
+    losses = {k: v for k, v in d.curves.items() if k.endswith(" loss")}
+    dashed, band, marks = _projection(d, losses)
+    chart = line_chart(losses, dashed=dashed, band=band, marks=marks) if losses else ""
     inner = chart or '<p class="muted">No loss curves were logged for this run.</p>'
-    return f'<section class="card curves"><h2>Loss curves</h2>{inner}</section>\n'
+    small = [(name, line_chart({name: xy}, width=380, height=210, y_label=name, log_y=False))
+             for name, xy in d.curves.items() if not name.endswith(" loss")][:5]
+    panels = "".join(f'<div class="panel">{svg}</div>' for _, svg in small if svg)
+    return (f'<section class="card curves"><h2>Curves</h2>{inner}'
+            f'{f"<div class=panels>{panels}</div>" if panels else ""}</section>\n')
+
+
+def _projection(d, losses: dict) -> tuple[set, tuple | None, list]:
+    """R201's projected continuation (dashed, its range shaded) and the best eval step (R212)."""
+    dashed, band, marks = set(), None, []
+    by_code = {f.code: f.evidence for f in d.findings}
+    r201 = by_code.get("R201") or {}
+    end, gain, last = r201.get("fitted_loss_at_end"), r201.get("projected_gain_2x"), r201.get("last_step")
+    if None not in (end, gain, last) and r201.get("curve") not in (None, "train"):
+        lo, hi = r201.get("projected_gain_2x_range") or (gain, gain)
+        name = "projection: twice the steps (R201)"
+        losses[name] = ([last, 2 * last], [end, end - gain])
+        dashed.add(name)
+        band = ([last, 2 * last], [end, end - hi], [end, end - lo])
+    best = (by_code.get("R212") or {}).get("best_step")
+    if best is not None:
+        marks.append((best, "best checkpoint"))
+    return dashed, band, marks
+
+
+def _fix_first(d) -> str:
+    """The findings that decide the verdict and what to do, in full: errors, then warnings."""
+    ids = _finding_ids(d)
+    deciding = [f for sev in ("error", "warning") for f in d.findings if f.severity.value == sev]
+    if not deciding:
+        return ""
+    cards = "".join(_finding(f, ids[id(f)]) for f in deciding)
+    return f'<section class="findings fixfirst"><h2>What to fix first</h2>{cards}</section>\n'
 
 
 def _findings(d) -> str:
+    """Info findings (nothing to fix), folded by layer: one line each, the card on demand."""
     ids = _finding_ids(d)
-    parts = ['<section class="findings"><h2>Findings</h2>']
-    if not d.findings:
-        parts.append('<p class="muted">No findings.</p>')
+    parts = ['<section class="findings"><h2>Everything else the checks measured</h2>']
+    rest = [f for f in d.findings if f.severity.value == "info"]
+    if not rest:
+        parts.append('<p class="muted">Nothing else.</p>')
     for layer in GROUPS:
-        findings = [f for f in d.findings if f.layer == layer]
-        if findings:
-            parts.append(f"<h3>{layer.value.capitalize()}</h3>")
-            parts.extend(_finding(f, ids[id(f)]) for f in findings)
+        mine = [f for f in rest if f.layer == layer]
+        if mine:
+            lines = "".join(f'<p class="oneline"><span class="code">{_e(f.code)}</span>{_e(_first_sentence(f.message))}</p>'
+                            for f in mine)
+            cards = "".join(_finding(f, ids[id(f)]) for f in mine)
+            parts.append(f'<details class="folded"><summary>{layer.value.capitalize()}: {len(mine)} '
+                         f'info finding{"s" if len(mine) > 1 else ""}</summary>{lines}'
+                         f'<details><summary>the full cards</summary>{cards}</details></details>')
     parts.append("</section>\n")
     return "".join(parts)
+
+
+def _first_sentence(text: str) -> str:
+    from degrade.ladder import shortened
+    return shortened(text, 200)
+
+
+def _skipped(d) -> str:
+    """One line per reason, naming the checks it held back (twenty checks skipped for want of a
+    model are one line, not twenty)."""
+    groups = skipped_by_reason(d.checks)
+    if not groups:
+        return ""
+    items = "".join(f'<li><span class="code">{_e(" ".join(codes))}</span>{_e(reason)}</li>'
+                    for reason, codes in groups)
+    n = sum(len(codes) for _, codes in groups)
+    return (f'<section class="card"><h2>Skipped checks ({n})</h2>'
+            f'<ul class="skipped">{items}</ul></section>\n')
+
+
+def skipped_by_reason(checks) -> list[tuple[str, list[str]]]:
+    """(reason, codes) for the skipped checks, reasons in the order of their first check."""
+    groups: dict[str, list[str]] = {}
+    for r in sorted(checks, key=_walk_order):
+        if r.status == "skipped":
+            groups.setdefault(r.reason, []).append(r.code)
+    return list(groups.items())
 
 
 def _finding(f, anchor: str) -> str:
@@ -125,8 +205,8 @@ def _finding(f, anchor: str) -> str:
                    for label, text in (("Fix", f.fix), ("Next experiment", f.next_experiment)) if text)
     evidence = ""
     if f.evidence:
-        # Errors are what the reader came for: show their evidence; fold the rest.
-        evidence = (f'<details{" open" if sev == "error" else ""}><summary>Evidence</summary>'
+        # folded: the message, the fix and the curves say it; the numbers are there to check
+        evidence = (f'<details><summary>Evidence</summary>'
                     f'{_value(f.evidence)}</details>')
     return (f'<article class="finding sev-{_e(sev)}" id="{anchor}"><div class="fhead">'
             f'<span class="code">{_e(f.code)}</span><span class="fname">{_e(f.name)}</span>'
@@ -147,7 +227,7 @@ def _checks(d) -> str:
     table = ('<table class="checks"><thead><tr><th>Check</th><th>Name</th><th>Layer</th><th>Status</th>'
              f'<th class="num">Seconds</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table>'
              if d.checks else '<p class="muted">No checks were selected.</p>')
-    return (f'<section class="card"><details open><summary><h2>Checks</h2><span class="csum">{summary}'
+    return (f'<section class="card"><details><summary><h2>Checks</h2><span class="csum">{summary}'
             f"</span></summary>{table}</details></section>\n")
 
 
@@ -224,91 +304,3 @@ def _float(x: Any) -> float:
         return float(x)
     except (TypeError, ValueError):
         return float("nan")
-
-
-CSS = """
-:root{--fg:#1f2328;--muted:#656d76;--line:#d0d7de;--bg:#f6f8fa;--card:#fff;
---bad:#cf222e;--bad-bg:#ffebe9;--ok:#1a7f37;--ok-bg:#dafbe1;--warn:#9a6700;--warn-bg:#fff8c5;
---skip:#6e7781;--skip-bg:#eaeef2;--info:#0969da;--info-bg:#ddf4ff;--prov:#8250df;--prov-bg:#fbefff}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.5 system-ui,-apple-system,"Segoe UI",
-Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1180px;margin:0 auto;padding:24px 20px 40px}
-code,.code,.n,.lit{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
-h1{font-size:26px;margin:2px 0 0;line-height:1.2}
-h2{font-size:16px;margin:0 0 10px}
-h3{font-size:13px;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);margin:22px 0 8px}
-header{display:flex;flex-wrap:wrap;align-items:baseline;gap:6px 18px;margin-bottom:14px}
-.brand{font-weight:700;font-size:18px}.brand span{font-weight:400;color:var(--muted)}
-.run{display:flex;flex-wrap:wrap;gap:4px 14px;color:var(--muted);min-width:0}
-.run code{color:var(--fg);word-break:break-all}
-.muted{color:var(--muted)}
-.card,.verdict,.finding{background:var(--card);border:1px solid var(--line);border-radius:8px}
-.card{padding:16px 18px;margin-bottom:16px;min-width:0}
-.verdict{padding:18px 20px;margin-bottom:16px;border-left:6px solid var(--skip)}
-.verdict.bad{border-left-color:var(--bad)}.verdict.bad h1{color:var(--bad)}
-.verdict.ok{border-left-color:var(--ok)}.verdict.ok h1{color:var(--ok)}
-.verdict.warn{border-left-color:var(--warn)}.verdict.warn h1{color:var(--warn)}
-.vhead{display:flex;justify-content:space-between;align-items:flex-end;gap:16px;flex-wrap:wrap}
-.label{font-size:12px;text-transform:uppercase;letter-spacing:.08em;color:var(--muted)}
-.headline{font-size:15px;margin:10px 0 6px}
-.meaning{font-size:12px;color:#666;margin:6px 0 0}
-.next{margin:0;padding:8px 12px;background:var(--bg);border-radius:6px}
-.next b{margin-right:6px}
-.conf{min-width:180px;font-size:12px;color:var(--muted)}
-.bar{height:8px;background:var(--skip-bg);border-radius:4px;overflow:hidden;margin-top:4px}
-.bar i{display:block;height:100%;background:var(--fg)}
-.verdict.bad .bar i{background:var(--bad)}.verdict.ok .bar i{background:var(--ok)}
-.verdict.warn .bar i{background:var(--warn)}
-.grid{display:grid;grid-template-columns:minmax(260px,1fr) minmax(0,2fr);gap:16px;margin-bottom:16px}
-.grid .card{margin-bottom:0}
-@media (max-width:820px){.grid{grid-template-columns:1fr}}
-.ladder ol{list-style:none;margin:0;padding:0}
-.rung{display:flex;gap:12px;position:relative;padding-bottom:14px}
-.rung:not(:last-child)::before{content:"";position:absolute;left:15px;top:32px;bottom:0;width:2px;
-background:var(--line)}
-.dot{flex:none;width:32px;height:32px;border-radius:50%;display:flex;align-items:center;
-justify-content:center;font-weight:700;color:#fff;background:var(--skip)}
-.rbody{min-width:0;padding-top:4px}
-.rtitle{font-weight:600;display:flex;align-items:center;gap:6px;flex-wrap:wrap}
-.codes{margin-top:2px}.codes a{margin-right:6px}
-.reason{font-size:12px;color:var(--muted);overflow-wrap:anywhere}
-.s-degraded .dot{background:var(--bad)}.s-clean .dot{background:var(--ok)}
-.s-inconclusive .dot{background:var(--warn)}
-.pill,.tag{display:inline-block;font-size:11px;font-weight:600;padding:1px 8px;border-radius:10px;
-background:var(--skip-bg);color:var(--skip);line-height:18px}
-.pill.s-degraded,.pill.sev-error,.pill.c-failed{background:var(--bad-bg);color:var(--bad)}
-.pill.s-clean,.pill.c-ran{background:var(--ok-bg);color:var(--ok)}
-.pill.s-inconclusive,.pill.sev-warning{background:var(--warn-bg);color:var(--warn)}
-.pill.sev-info{background:var(--info-bg);color:var(--info)}
-.verdict-tag{background:var(--fg);color:#fff}
-.tag.prov{background:var(--prov-bg);color:var(--prov)}
-a.code{color:var(--info);text-decoration:none}a.code:hover{text-decoration:underline}
-.chart{width:100%;height:auto;display:block}
-.chart text{font-family:system-ui,sans-serif;fill:var(--muted)}
-.chart .tick{font-size:11px}.chart .axis{font-size:12px}.chart .legend{font-size:11px;fill:var(--fg)}
-.finding{padding:12px 16px;margin-bottom:10px;border-left:4px solid var(--skip)}
-.finding.sev-error{border-left-color:var(--bad)}.finding.sev-warning{border-left-color:var(--warn)}
-.finding.sev-info{border-left-color:var(--info)}
-.fhead{display:flex;align-items:center;gap:8px;flex-wrap:wrap}
-.fhead .code{font-weight:700}.fname{font-weight:600}.fconf{margin-left:auto;color:var(--muted);font-size:12px}
-.msg{margin:6px 0;overflow-wrap:anywhere}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:6px 0}
-dt{color:var(--muted);font-weight:600}dd{margin:0;overflow-wrap:anywhere}
-details summary{cursor:pointer;color:var(--muted);font-weight:600}
-details summary h2{display:inline;margin-right:12px;color:var(--fg)}
-.finding details{margin-top:6px}.finding details>table{margin-top:6px}
-table{border-collapse:collapse}
-.kv,.rec{font-size:12.5px;max-width:100%}
-.kv th,.kv td,.rec th,.rec td{border:1px solid var(--line);padding:3px 8px;text-align:left;vertical-align:top}
-.kv th,.rec th{background:var(--bg);font-weight:600;overflow-wrap:break-word}
-.kv td,.rec td{overflow-wrap:anywhere}
-.list{overflow-wrap:anywhere}
-.checks{width:100%;margin-top:10px;font-size:13px}
-.checks th,.checks td{border-bottom:1px solid var(--line);padding:5px 8px;text-align:left;vertical-align:top}
-.checks th{color:var(--muted);font-weight:600;font-size:12px}
-.checks td:last-child{overflow-wrap:anywhere;color:var(--muted)}
-.num{text-align:right!important;font-variant-numeric:tabular-nums}
-.csum{font-weight:400}.c-failed{color:var(--bad)}
-footer{color:var(--muted);font-size:12px;margin-top:24px;text-align:center}
-"""

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 MAX_POINTS = 1000  # per series, after downsampling
 LOG_MIN_DECADES = 2  # a y range spanning more than this many decades is drawn on a log scale
 MARKER_MAX_POINTS = 60  # eval curves are short: draw their points so single evals are visible
-PALETTE = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
+# Okabe & Ito (2008), "Color Universal Design": told apart with every common colour-vision deficiency
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999")
 CHAR_W = 6.6  # rough width of one 11px character, for laying out the legend
 
 
@@ -87,14 +88,19 @@ def tick_label(v: float) -> str:
     if a >= 1e4:
         return f"{v / 1e3:g}k"
     if a < 1e-3:
-        return f"{v:.0e}".replace("e-0", "e-")
+        return f"{v:.3g}".replace("e-0", "e-")
     return f"{v:.4g}"
 
 
 def line_chart(series: Mapping[str, tuple[Sequence[Any], Sequence[Any]]], *, width: int = 760,
                height: int = 320, x_label: str = "step", y_label: str = "loss",
-               log_y: bool | None = None) -> str:
-    """An inline <svg> drawing each named (xs, ys) series; '' when nothing finite is left."""
+               log_y: bool | None = None, dashed: Iterable[str] = (),
+               band: tuple[Sequence[float], Sequence[float], Sequence[float]] | None = None,
+               marks: Sequence[tuple[float, str]] = ()) -> str:
+    """An inline <svg> drawing each named (xs, ys) series; '' when nothing finite is left.
+    `dashed` series are drawn dashed (projections), `band` = (xs, lows, highs) is shaded (a
+    projection's range), `marks` are vertical lines at x with a label (the best checkpoint)."""
+    dashed = set(dashed)
     raw = {str(name): ([number(x) for x in xs], [number(y) for y in ys])
            for name, (xs, ys) in series.items()}
     data = {name: downsample(*xy) for name, xy in raw.items()}
@@ -106,6 +112,8 @@ def line_chart(series: Mapping[str, tuple[Sequence[Any], Sequence[Any]]], *, wid
         return math.isfinite(x) and math.isfinite(y) and (y > 0 or not log_y)
 
     pts = [(x, y) for xs, ys in data.values() for x, y in zip(xs, ys) if drawable(x, y)]
+    if band is not None:
+        pts += [(x, y) for x, lo, hi in zip(*band) for y in (lo, hi) if drawable(x, y)]
     if not pts:
         return ""
     skipped = {name: sum(not drawable(x, y) for x, y in zip(*xy)) for name, xy in raw.items()}
@@ -154,6 +162,18 @@ def line_chart(series: Mapping[str, tuple[Sequence[Any], Sequence[Any]]], *, wid
     out.append(f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" '
                f'class="axis">{escape(y_label + scale)}</text>')
 
+    if band is not None:
+        upper = [(sx(x), sy(ty(hi))) for x, lo, hi in zip(*band) if drawable(x, hi)]
+        lower = [(sx(x), sy(ty(lo))) for x, lo, hi in zip(*band) if drawable(x, lo)]
+        poly = " ".join(f"{px:.1f},{py:.1f}" for px, py in upper + lower[::-1])
+        out.append(f'<polygon points="{poly}" fill="#dc2626" fill-opacity="0.12" stroke="none">'
+                   '<title>projected range</title></polygon>')
+    for x, label in marks:
+        if math.isfinite(number(x)) and x_lo <= x <= x_hi:
+            px = sx(x)
+            out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{top + ph}" stroke="#1a7f37" '
+                       f'stroke-dasharray="3 3"/><text x="{px + 4:.1f}" y="{top + 12}" class="tick" '
+                       f'fill="#1a7f37">{escape(label)}</text>')
     for i, (name, (xs, ys)) in enumerate(data.items()):
         color = PALETTE[i % len(PALETTE)]
         path, pen_down, dots = [], False, []
@@ -165,7 +185,8 @@ def line_chart(series: Mapping[str, tuple[Sequence[Any], Sequence[Any]]], *, wid
             path.append(f'{"L" if pen_down else "M"}{px:.1f} {py:.1f}')
             pen_down = True
             dots.append((px, py))
-        out.append(f'<path d="{"".join(path)}" fill="none" stroke="{color}" stroke-width="1.6" '
+        dash = ' stroke-dasharray="6 4"' if name in dashed else ""
+        out.append(f'<path d="{"".join(path)}" fill="none" stroke="{color}" stroke-width="1.6"{dash} '
                    f'stroke-linejoin="round"><title>{escape(name)}</title></path>')
         if len(dots) <= MARKER_MAX_POINTS:
             out.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.6" fill="{color}"/>' for px, py in dots)

@@ -66,9 +66,8 @@ def base_model_dir(folder: Path, given: str | None, root: Path | None = None) ->
 def load_adapter_model(folder: Path, base: Path, trust_remote_code: bool, root: Path | None = None):
     """(the model with the adapter applied, its degrade task, the Adapter)."""
     import peft
-    import transformers
 
-    from degrade.run.hf_auto import auto_config, refuse_remote_code
+    from degrade.run.hf_auto import auto_config, auto_pretrained, refuse_remote_code
     from degrade.run.weights_file import open_weights
     cfg_doc = adapter_config(folder, root)
     weights = find_adapter(folder)
@@ -87,8 +86,7 @@ def load_adapter_model(folder: Path, base: Path, trust_remote_code: bool, root: 
         if heads:
             kwargs["num_labels"] = int(heads[-1].shape[0])  # the saved head's last layer
     try:
-        model = getattr(transformers, auto_name).from_pretrained(
-            str(base), local_files_only=True, trust_remote_code=trust_remote_code, **kwargs)
+        model = auto_pretrained(auto_name, base, trust_remote_code, **kwargs)
         peft_config = peft.PeftConfig.from_peft_type(**{k: v for k, v in cfg_doc.items()
                                                         if k not in ("auto_mapping", "peft_version")})
         wrapped = peft.get_peft_model(model, peft_config)

@@ -64,3 +64,11 @@ def auto_tokenizer(folder: Path, trust_remote_code: bool) -> Any:
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code,
                                          local_files_only=True)
+
+
+def auto_pretrained(auto_name: str, folder: Path, trust_remote_code: bool, **kwargs: Any):
+    """transformers' `auto_name` (e.g. AutoModelForSequenceClassification) from a local folder: a
+    PEFT adapter's base model (run/adapter.py), whose folder degrade did not choose to trust."""
+    import transformers
+    return getattr(transformers, auto_name).from_pretrained(
+        str(folder), local_files_only=True, trust_remote_code=trust_remote_code, **kwargs)
