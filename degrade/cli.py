@@ -316,8 +316,12 @@ class _progress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         from degrade.registry import load_specs
+        # No redirection of sys.stdout/stderr, and a console bound to the stderr of now: the
+        # sandbox routes each check's prints itself, and a console that looked sys.stderr up at
+        # every write would write into that router, which writes back to it, forever.
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeRemainingColumn(), transient=True, console=_stderr_console())
+                            TimeRemainingColumn(), transient=True, console=_stderr_console(),
+                            redirect_stdout=False, redirect_stderr=False)
         self.bar.start()
         checks = self.bar.add_task("diagnosing", total=len(load_specs()[0]))
         passes: dict[str, int] = {}
@@ -355,7 +359,7 @@ class _progress:
 
 def _stderr_console():
     from rich.console import Console
-    return Console(stderr=True)
+    return Console(file=sys.stderr)  # this stream, not whatever sys.stderr becomes later
 
 
 if __name__ == "__main__":
