@@ -18,6 +18,7 @@ from typing import Any
 from degrade.calibration import MEANING
 from degrade.layers import WALK, Layer
 from degrade.report import budget_html
+from degrade.report.evidence_pictures import picture
 from degrade.report.svg import line_chart
 
 GROUPS = (*WALK, Layer.FLOOR, Layer.TOOL)  # floor and tool findings are shown, never a verdict
@@ -208,11 +209,13 @@ def _finding(f, anchor: str) -> str:
         # folded: the message, the fix and the curves say it; the numbers are there to check
         evidence = (f'<details><summary>Evidence</summary>'
                     f'{_value(f.evidence)}</details>')
+    pic = picture(f) if sev != "info" else ""  # drawn where there is something to fix
     return (f'<article class="finding sev-{_e(sev)}" id="{anchor}"><div class="fhead">'
             f'<span class="code">{_e(f.code)}</span><span class="fname">{_e(f.name)}</span>'
             f'<span class="pill sev-{_e(sev)}">{_e(sev)}</span>{prov}'
             f'<span class="fconf">confidence {_float(f.confidence):.2f}</span></div>'
-            f'<p class="msg">{_e(f.message)}</p><dl>{rows}</dl>{evidence}</article>')
+            f'<p class="msg">{_e(f.message)}</p><dl>{rows}</dl>'
+            f'{f"<div class=pic>{pic}</div>" if pic else ""}{evidence}</article>')
 
 
 def _checks(d) -> str:
