@@ -52,4 +52,11 @@ class Finding:
             "evidence": self.evidence,
             "fix": self.fix,
             "next_experiment": self.next_experiment,
+            **({"cost": cost} if (cost := self.cost) is not None else {}),
         }
+
+    @property
+    def cost(self) -> dict[str, Any] | None:
+        """What it costs in eval loss and the logged metric, with 95% intervals (finding_cost.py)."""
+        from degrade.finding_cost import cost_of
+        return cost_of(self.code, self.evidence)

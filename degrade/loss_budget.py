@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from degrade.finding_cost import cost_of
 from degrade.stats import num
 
 Z95 = 1.96
@@ -48,15 +49,11 @@ def build(findings: list) -> dict[str, Any] | None:
     else:
         missing.append("re-observed: no model and eval data to evaluate the checkpoint again (O101)")
 
-    gains = []
-    if r202.get("rise") is not None and r202.get("rise") > 0:
-        half = Z95 * 1.25 * (r202.get("noise_sigma") or 0.0) * (2 / 3) ** 0.5  # two 3-point medians
-        gains.append((r202["rise"], [r202["rise"] - half, r202["rise"] + half], "R202",
-                      "the best checkpoint's eval loss"))
-    if r201.get("projected_gain_2x") is not None and r201.get("curve") not in (None, "train"):
-        lo, hi = r201.get("projected_gain_2x_range") or [r201["projected_gain_2x"]] * 2
-        gains.append((max(r201["projected_gain_2x"], 0.0), [max(lo, 0.0), max(hi, 0.0)], "R201",
-                      "training twice as long (projected)"))
+    gains = []  # what training could still win: finding_cost.py's loss cost of R202 and R201
+    for code, what in (("R202", "the best checkpoint's eval loss"), ("R201", "training twice as long (projected)")):
+        loss = (cost_of(code, ev[code]) or {}).get("loss") if code in ev else None
+        if loss is not None:
+            gains.append((loss["value"], loss["ci"], code, what))
     if gains:
         gain, (lo, hi), code, what = max(gains, key=lambda g: g[0])
         steps.append({"step": "reachable", "loss": num(level - gain, 4), "code": code, "source": what,

@@ -127,6 +127,9 @@ def _finding(f) -> Group:
     if f.provisional:
         head.append("  provisional", style="italic magenta")
     body = [Text(relative(f.message))]
+    from degrade.finding_cost import cost_text
+    if f.severity.value != "info" and (cost := cost_text(f.cost)):
+        body.append(Text("cost: ", style="bold").append(cost, style="not bold"))
     if f.fix:
         body.append(Text("fix: ", style="bold").append(relative(f.fix), style="not bold"))
     if f.next_experiment:

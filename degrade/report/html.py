@@ -202,8 +202,10 @@ def _finding(f, anchor: str) -> str:
     sev = f.severity.value
     prov = ('<span class="tag prov" title="a layer outside this one is degraded; fixing it may '
             'change this finding">provisional</span>' if f.provisional else "")
+    from degrade.finding_cost import cost_text
     rows = "".join(f"<dt>{label}</dt><dd>{_e(text)}</dd>"
-                   for label, text in (("Fix", f.fix), ("Next experiment", f.next_experiment)) if text)
+                   for label, text in (("Cost", cost_text(f.cost) if sev != "info" else ""), ("Fix", f.fix),
+                                       ("Next experiment", f.next_experiment)) if text)
     evidence = ""
     if f.evidence:
         # folded: the message, the fix and the curves say it; the numbers are there to check

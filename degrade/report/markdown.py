@@ -83,6 +83,9 @@ def _finding(f) -> list[str]:
     if f.provisional:
         tags += ", *provisional*"
     lines = [f"#### `{_code(f.code)}` {_esc(f.name)} ({tags})", "", _esc(f.message), ""]
+    from degrade.finding_cost import cost_text
+    if f.severity.value != "info" and (cost := cost_text(f.cost)):
+        lines.append(f"- **Cost:** {_esc(cost)}")
     if f.fix:
         lines.append(f"- **Fix:** {_esc(f.fix)}")
     if f.next_experiment:
