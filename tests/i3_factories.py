@@ -81,3 +81,13 @@ class TinySeq2Seq(torch.nn.Module):
 
 def seq2seq(cfg):
     return TinySeq2Seq(cfg)
+
+
+def dropout_in_eval():
+    """TinyGPT whose attention output goes through F.dropout(..., training=True): dropout that
+    ignores model.eval(), as attention kernels given a fixed dropout_p do."""
+    model = TinyGPT({})
+    for block in model.blocks:
+        block.attn.o_proj.register_forward_hook(
+            lambda mod, args, out: torch.nn.functional.dropout(out, 0.1, training=True))
+    return model
