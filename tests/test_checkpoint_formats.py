@@ -74,3 +74,30 @@ def test_best_checkpoint_from_another_machine_and_weightless_folders(model, tmp_
     latest = open_run(run_dir, RunOptions())
     assert latest.model_checkpoint.path.name == "checkpoint-30"
     assert latest.model_unavailable() is None
+
+
+@pytest.mark.slow
+def test_a_trainer_run_saved_sharded_in_bf16_gets_a_full_diagnosis(tmp_path):
+    """A tiny GPT-2 trained with the HF Trainer, its final model saved as bf16 shards at the root:
+    every model check that applies runs on it, and the logged eval loss comes back within bf16's
+    rounding (O101)."""
+    import degrade
+    from degrade.bench.train import train_hf
+    from transformers import GPT2LMHeadModel
+
+    from conftest import one_thread
+    train, ev = copy_rows(1000, seed=1), copy_rows(128, seed=2)
+    with one_thread():
+        run_dir = train_hf(tmp_path / "run", tiny_gpt2(17, n_embd=32), train, ev, max_steps=60, lr=3e-3,
+                           batch_size=32, eval_steps=20, logging_steps=10, save_final=False)
+        final = GPT2LMHeadModel.from_pretrained(run_dir / "checkpoint-60").to(torch.bfloat16)
+        final.save_pretrained(run_dir, max_shard_size="20KB")
+        d = degrade.diagnose(run_dir, eval_data=write_jsonl(ev, tmp_path / "eval.jsonl"),
+                             train_data=write_jsonl(train, tmp_path / "train.jsonl"), budget="fast", config={})
+    status = {r.code: r for r in d.checks}
+    assert (run_dir / "model.safetensors.index.json").is_file()
+    for code in ("O101", "R213", "I301", "I302", "I304", "I308", "I309", "P401", "P402"):
+        assert status[code].status == "ran", (code, status[code].reason)
+    assert not [r for r in d.checks if r.status == "failed"]
+    o101 = next(f for f in d.findings if f.code == "O101")
+    assert o101.severity.value == "info", o101.message
