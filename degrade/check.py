@@ -12,6 +12,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from degrade.check_spec import DEFAULT_TASKS
 from degrade.errors import InputError
 from degrade.finding import Finding, Severity
 from degrade.layers import Layer
@@ -40,7 +41,7 @@ class Check:
     # The tasks (run/tasks.py) whose data and model the check reads correctly. A check that reads
     # the model or the data is skipped on another task's run ("not adapted to ... yet") rather
     # than read a seq2seq target as a classifier's label; history checks are not gated.
-    tasks: ClassVar[frozenset[str]] = frozenset({"causal-lm", "sequence-classification"})
+    tasks: ClassVar[frozenset[str]] = DEFAULT_TASKS
 
     def __init__(self, **options: Any):
         known = defaults(self.options)
