@@ -5,9 +5,10 @@ causal LMs: the model shifts them) or `text` (tokenised with the run's tokenizer
 the same plus an integer `label` for sequence classification. For an encoder-decoder (seq2seq)
 run: `input_ids` is the source and `labels` the target, as the Hugging Face Trainer takes them (or
 `text` and `target`, tokenised with the run's tokenizer); they are held as a decoder sequence
-(`Examples.source`, below), so that every token-level reading of a causal LM applies to the target. An optional `group` column (alias
-`source` or `doc_id`) names the unit examples were sampled by (several questions from one document,
-several prompts from one template): O102 then clusters its standard errors on it.
+(`Examples.source`, below), so that every token-level reading of a causal LM applies to the
+target. An optional `group` column (alias `source` or `doc_id`: a data column, not the seq2seq
+source) names the unit examples were sampled by (several questions from one document, several
+prompts from one template): O102 then clusters its standard errors on it.
 
 Training files larger than the budget are not held in memory: run/train_pass.py keeps a uniform
 sample of them, and `iter_examples` gives every row, batch by batch, to the checks that must see
