@@ -32,6 +32,15 @@ class Diagnosis:
         found = [f for r in self.checks for f in r.findings]
         return sorted(found, key=lambda f: (order.get(f.layer, 9), f.code))
 
+    def skipped_by_reason(self) -> list[tuple[str, list[str]]]:
+        """(reason, codes) of the skipped checks, one entry per reason, in the ladder's order."""
+        order = {layer: i for i, layer in enumerate((*WALK, Layer.FLOOR, Layer.TOOL))}
+        groups: dict[str, list[str]] = {}
+        for r in sorted(self.checks, key=lambda r: (order.get(r.layer, 9), r.code)):
+            if r.status == "skipped":
+                groups.setdefault(r.reason, []).append(r.code)
+        return list(groups.items())
+
     @property
     def budget(self) -> dict[str, Any] | None:
         """The loss budget (degrade/loss_budget.py), read from the findings' evidence."""

@@ -94,14 +94,11 @@ def sized_batches(examples: "Examples", indices: np.ndarray, out_size: int, max_
         idx = order[start:start + rows]
         start += rows
         width = max(1, max(min(len(examples.input_ids[i]), max_length or 10 ** 9) for i in idx))
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
+        ids, mask = padded([examples.input_ids[i][:width] for i in idx], pad_id)
+        labels = torch.full(ids.shape, IGNORE_INDEX, dtype=torch.long)
         for row, i in enumerate(idx):
-            x = examples.input_ids[i][:width]
-            ids[row, :len(x)] = torch.tensor(x, dtype=torch.long)
-            mask[row, :len(x)] = 1
-            labels[row, :len(x)] = torch.tensor(examples.token_labels(i)[:len(x)], dtype=torch.long)
+            n = int(mask[row].sum())
+            labels[row, :n] = torch.tensor(examples.token_labels(i)[:n], dtype=torch.long)
         yield np.asarray(idx), ids, mask, labels
 
 

@@ -149,8 +149,7 @@ def _folded(f) -> Text:
 
 def _skipped(d) -> list[Text]:
     """One line per reason with the checks it held back (cut to the terminal's width)."""
-    from degrade.report.html import skipped_by_reason
-    groups = skipped_by_reason(d.checks)
+    groups = d.skipped_by_reason()
     if not groups:
         return []
     n = sum(len(codes) for _, codes in groups)

@@ -9,8 +9,9 @@ Everything user-provided is escaped; '' when the evidence holds nothing to draw.
 from __future__ import annotations
 
 from html import escape
-from typing import Any, Callable
+from typing import Callable
 
+from degrade.report.evidence_table import records
 from degrade.report.svg import line_chart
 
 MAX_ROWS = 8
@@ -75,17 +76,8 @@ def _head_grid(ev: dict) -> str:
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
-    if not rows:
-        return ""
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{escape(_short(r.get(c, '')))}</td>" for c in columns) + "</tr>"
-                   for r in rows[:MAX_ROWS])
-    return f'<table class="rec pic-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _short(v: Any) -> str:
-    text = f"{v:.4g}" if isinstance(v, float) else str(v)
-    return text if len(text) <= 90 else text[:90] + "..."
+    """The chosen columns of the first rows, as the report's record table (escaped, cut)."""
+    return records([{c: r.get(c, "") for c in columns} for r in rows[:MAX_ROWS]], depth=1) if rows else ""
 
 
 def _columns(rows: list[dict], prefer: list[str]) -> list[str]:

@@ -19,14 +19,12 @@ from degrade.calibration import MEANING
 from degrade.layers import WALK, Layer
 from degrade.report import budget_html
 from degrade.report.evidence_pictures import picture
+from degrade.report.evidence_table import value as _value
 from degrade.report.svg import line_chart
 
 GROUPS = (*WALK, Layer.FLOOR, Layer.TOOL)  # floor and tool findings are shown, never a verdict
 LETTER = {Layer.OBSERVATION: "O", Layer.REACHABILITY: "R", Layer.INSTANTIATION: "I",
           Layer.PERCEPTION: "P"}
-MAX_ITEMS = 20  # evidence list items / table rows shown before "… N more"
-MAX_CHARS = 400  # evidence strings are cut after this many characters
-MAX_DEPTH = 3  # nested evidence deeper than this is summarised: keeps the file small
 
 
 def _e(text: Any) -> str:
@@ -126,16 +124,17 @@ def _curves(d) -> str:
 def _projection(d, losses: dict) -> tuple[set, tuple | None, list]:
     """R201's projected continuation (dashed, its range shaded) and the best eval step (R212)."""
     dashed, band, marks = set(), None, []
-    by_code = {f.code: f.evidence for f in d.findings}
-    r201 = by_code.get("R201") or {}
-    end, gain, last = r201.get("fitted_loss_at_end"), r201.get("projected_gain_2x"), r201.get("last_step")
-    if None not in (end, gain, last) and r201.get("curve") not in (None, "train"):
-        lo, hi = r201.get("projected_gain_2x_range") or (gain, gain)
+    by_code = {f.code: f for f in d.findings}
+    r201 = by_code.get("R201")
+    gain = ((r201.cost or {}).get("loss") if r201 else None)  # None unless the eval curve was fitted
+    end, last = (r201.evidence.get("fitted_loss_at_end"), r201.evidence.get("last_step")) if r201 else (None, None)
+    if gain is not None and None not in (end, last):
+        lo, hi = gain["ci"]
         name = "projection: twice the steps (R201)"
-        losses[name] = ([last, 2 * last], [end, end - gain])
+        losses[name] = ([last, 2 * last], [end, end - gain["value"]])
         dashed.add(name)
         band = ([last, 2 * last], [end, end - hi], [end, end - lo])
-    best = (by_code.get("R212") or {}).get("best_step")
+    best = (by_code["R212"].evidence if "R212" in by_code else {}).get("best_step")
     if best is not None:
         marks.append((best, "best checkpoint"))
     return dashed, band, marks
@@ -179,7 +178,7 @@ def _first_sentence(text: str) -> str:
 def _skipped(d) -> str:
     """One line per reason, naming the checks it held back (twenty checks skipped for want of a
     model are one line, not twenty)."""
-    groups = skipped_by_reason(d.checks)
+    groups = d.skipped_by_reason()
     if not groups:
         return ""
     items = "".join(f'<li><span class="code">{_e(" ".join(codes))}</span>{_e(reason)}</li>'
@@ -188,14 +187,6 @@ def _skipped(d) -> str:
     return (f'<section class="card"><h2>Skipped checks ({n})</h2>'
             f'<ul class="skipped">{items}</ul></section>\n')
 
-
-def skipped_by_reason(checks) -> list[tuple[str, list[str]]]:
-    """(reason, codes) for the skipped checks, reasons in the order of their first check."""
-    groups: dict[str, list[str]] = {}
-    for r in sorted(checks, key=_walk_order):
-        if r.status == "skipped":
-            groups.setdefault(r.reason, []).append(r.code)
-    return list(groups.items())
 
 
 def _finding(f, anchor: str) -> str:
@@ -241,58 +232,6 @@ def _footer(d) -> str:
     from degrade.diagnosis import SCHEMA
     return (f"<footer>degrade {_e(__version__)} · {_e(SCHEMA)} · total {d.total_seconds:.2f} s"
             "</footer>\n")
-
-
-def _value(v: Any, depth: int = 0) -> str:
-    """Evidence, readably: dicts as key/value tables, lists of records as tables, lists inline."""
-    if hasattr(v, "tolist") and not isinstance(v, (list, tuple, dict)):
-        v = v.tolist()  # numpy (or torch) arrays and scalars, as plain Python values
-    if isinstance(v, dict):
-        if not v:
-            return '<span class="muted">{}</span>'
-        if depth >= MAX_DEPTH:
-            return f'<span class="muted">{{{len(v)} keys}}</span>'
-        items = list(v.items())
-        rows = "".join(f"<tr><th>{_e(k)}</th><td>{_value(x, depth + 1)}</td></tr>"
-                       for k, x in items[:MAX_ITEMS])
-        return f'<table class="kv">{rows}{_more_row(len(items), 2)}</table>'
-    if isinstance(v, (list, tuple)):
-        if depth >= MAX_DEPTH:
-            return f'<span class="muted">[{len(v)} items]</span>'
-        if v and all(isinstance(x, dict) for x in v):
-            return _records(list(v), depth)
-        shown = ", ".join(_value(x, depth + 1) for x in list(v)[:MAX_ITEMS])
-        more = f' <span class="muted">… {len(v) - MAX_ITEMS} more</span>' if len(v) > MAX_ITEMS else ""
-        return f'<span class="list">[{shown}]{more}</span>'
-    return _scalar(v)
-
-
-def _records(rows: list[dict], depth: int) -> str:
-    """A list of dicts (per-head scores, per-bucket errors…) as one table with a column per key."""
-    cols = list(dict.fromkeys(k for r in rows for k in r))[:MAX_ITEMS]
-    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_value(r.get(c, ''), depth + 1)}</td>" for c in cols) + "</tr>"
-                   for r in rows[:MAX_ITEMS])
-    return (f'<table class="rec"><thead><tr>{head}</tr></thead><tbody>{body}'
-            f"{_more_row(len(rows), len(cols))}</tbody></table>")
-
-
-def _more_row(n: int, span: int) -> str:
-    return (f'<tr><td class="muted" colspan="{span}">… {n - MAX_ITEMS} more</td></tr>'
-            if n > MAX_ITEMS else "")
-
-
-def _scalar(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return f'<span class="lit">{_e(v)}</span>'
-    if isinstance(v, float):
-        return f'<span class="n">{v:.4g}</span>'
-    if isinstance(v, int):
-        return f'<span class="n">{v}</span>'
-    text = str(v)
-    if len(text) > MAX_CHARS:
-        return f'{_e(text[:MAX_CHARS])}<span class="muted">… ({len(text)} chars)</span>'
-    return _e(text)
 
 
 def _walk_order(r) -> tuple[int, str]:

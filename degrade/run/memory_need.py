@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from degrade.inputs.weights_header import DTYPE_BYTES, declared_tensors
-from degrade.sandbox.limits import GB, available_memory
+from degrade.inputs.weights_header import DTYPE_BYTES, declared_tensors, shards
+from degrade.sandbox.limits import GB, address_space, available_memory
 
 FORWARD_BYTES = 2 * 256 * 2 ** 20  # one batch's logits and activations (engine/batching.py's budgets)
 
@@ -21,7 +21,7 @@ def weights_bytes(weights: Path, root: Path | None = None) -> int:
     if infos is not None:
         return sum(math.prod(i.shape) * DTYPE_BYTES.get(i.dtype.upper(), 4) for i in infos.values())
     if weights.name.endswith(".index.json"):
-        return sum(p.stat().st_size for p in weights.parent.glob("pytorch_model-*.bin"))
+        return sum(p.stat().st_size for p in shards(weights, root))
     return weights.stat().st_size
 
 
@@ -32,14 +32,12 @@ def free_bytes() -> int | None:
     if (avail := available_memory()) is not None:
         room.append(avail)
     try:
-        import os
         import resource
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft != resource.RLIM_INFINITY:
-            with open("/proc/self/statm") as f:
-                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        used = address_space()
+        if soft != resource.RLIM_INFINITY and used is not None:
             room.append(max(0, soft - used))
-    except (ImportError, OSError, ValueError):
+    except ImportError:  # not on POSIX
         pass
     return min(room) if room else None
 

@@ -142,12 +142,12 @@ class Run:
         ckpt = self.model_checkpoint
         if ckpt is None:
             return None
-        if not (ckpt.path / "config.json").exists() and ckpt.weights is None and ckpt.adapter is not None:
+        if (ckpt.path / "config.json").exists():
+            return freeze(read_config(ckpt.path / "config.json", self.path))
+        if ckpt.weights is None and ckpt.adapter is not None:
             base, _ = self.base_model_dir
             return None if base is None else freeze(read_config(base / "config.json"))
-        if not (ckpt.path / "config.json").exists():
-            return None
-        return freeze(read_config(ckpt.path / "config.json", self.path))
+        return None
 
     @cached_property
     def base_model_dir(self) -> tuple[Path | None, str]:

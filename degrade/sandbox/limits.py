@@ -44,7 +44,7 @@ def available_memory() -> int | None:
     return None
 
 
-def _address_space() -> int | None:
+def address_space() -> int | None:
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
@@ -64,7 +64,7 @@ def memory_limit(headroom: int | None):
         import resource
     except ImportError:  # not on POSIX
         resource = None
-    current = _address_space()
+    current = address_space()
     if not headroom or resource is None or current is None or _cuda_started():
         yield None
         return

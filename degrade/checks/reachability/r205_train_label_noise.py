@@ -7,10 +7,10 @@ import numpy as np
 
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
-from degrade.probing.confident import confident_joint
 from degrade.layers import Layer
-from degrade.run.tasks import TOKEN_TASKS
 from degrade.option import Option
+from degrade.probing.confident import confident_joint
+from degrade.run.tasks import TOKEN_TASKS
 
 
 class TrainLabelNoise(Check):
