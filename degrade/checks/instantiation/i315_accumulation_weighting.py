@@ -1,0 +1,193 @@
+"""I315 accumulation-weighting: gradient accumulation that sums the loss, or weights tokens unevenly."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from degrade.check import Check, CheckSkipped
+from degrade.checks.reachability.curves import finite
+from degrade.layers import Layer
+from degrade.option import Option
+from degrade.stats import num
+
+_FIXED_TRANSFORMERS = (4, 46)  # transformers PR #34191 (v4.46.0): the Trainer divides by the step's token count
+
+
+class AccumulationWeighting(Check):
+    """Gradient accumulation that sums the loss over micro-batches, or averages their means.
+
+    What it detects: with gradient accumulation (m micro-batches per optimizer step), the correct
+    loss of a step is the mean over all its target tokens. Two bugs are common (transformers PR
+    #34191, Oct 2024; #35438):
+      - the loss is *summed* over the m micro-batches (a Trainer subclass whose compute_loss ignores
+        `num_items_in_batch`, while the Trainer counts the loss as already scaled): every logged
+        training loss, and every gradient, is m times too large. Measured: the last logged training
+        loss against the checkpoint's own loss on training rows in train mode (dropout on, as the
+        logged loss was computed); the ratio is compared with the two hypotheses 1 and m on a log
+        scale, and the nearer wins (ratio above sqrt(m) and below m^1.5 reads "summed").
+      - the loss is the *mean of the micro-batches' means* (the Trainer before v4.46, and any loop
+        that divides each micro-batch's mean by m): a token in a micro-batch with few targets
+        weighs more than one in a full micro-batch. Its size is computed from the training rows'
+        target counts, drawing random steps of m micro-batches of the logged batch size: the
+        effective share of tokens (Kish's effective sample size over the token weights, divided by
+        the tokens).
+    m comes from the recorded `gradient_accumulation_steps`, else from trainer_state.json
+    (batches per epoch x epochs / max_steps, used only when it is within `integer_tolerance` of
+    an integer). Error when the loss is summed; a warning when the run names a Trainer older than
+    v4.46 and the token weights' effective share is below `min_effective_share`; the size as
+    information otherwise.
+
+    Why it matters: a summed loss inflates the logged training loss m times (train and eval curves
+    no longer compare) and multiplies the gradient norm, so clipping bites m times harder; averaged
+    means optimise another objective than the token-mean loss that evaluation reports, the more
+    so the more the sequence lengths vary.
+
+    Evidence used: the training history (logged loss), the training rows (target counts), the
+    run's recorded training arguments or trainer_state.json, and the model on a training sample.
+
+    Fix: normalise by the number of target tokens in the whole optimizer step (the Trainer's
+    `num_items_in_batch`: pass it to the model or divide the summed loss by it), and never divide
+    again by the accumulation steps; upgrade transformers to >= 4.46.
+    """
+
+    code, name, layer = "I315", "accumulation-weighting", Layer.INSTANTIATION
+    needs = frozenset({"history", "train_data"})
+    tasks = frozenset({"causal-lm", "seq2seq"})
+    probes = 1
+    options = (
+        Option("integer_tolerance", 0.05,
+               source="design choice: an accumulation count inferred from step counts is trusted only "
+                      "when the ratio is this close to an integer (partial last batches move it by "
+                      "less than 1/batches-per-epoch)",
+               help="Largest distance from an integer of the inferred micro-batches per step."),
+        Option("min_effective_share", 0.9,
+               source="design choice: weights whose effective sample size is 90% of the tokens move the "
+                      "objective by a tenth of the data's weight; the number is chosen by hand",
+               help="Effective share of tokens under mean-of-means weighting below which an old "
+                    "Trainer's accumulation is a warning."),
+        Option("min_loss", 0.05,
+               source="design choice: below 0.05 nats a ratio of two losses is dominated by their "
+                      "noise; the number is chosen by hand",
+               help="The training-sample loss below which the logged-loss ratio is not read."),
+        Option("steps", 200,
+               source="arithmetic: 200 random steps estimate a mean share to about 1/sqrt(200) of its "
+                      "spread",
+               help="Random optimizer steps drawn to size the mis-weighting."),
+    )
+
+    def run(self, run):
+        m, how = _micro_batches(run, self.opts["integer_tolerance"])
+        if m is None:
+            raise CheckSkipped(f"the micro-batches per optimizer step are unknown: {how}")
+        ev: dict[str, Any] = {"micro_batches_per_step": m, "micro_batches_from": how}
+        if m < 2:
+            return []
+        batch = int(_param(run, "per_device_train_batch_size") or run.history.meta.get("train_batch_size") or 0)
+        counts = np.asarray([_targets(run.train_data, i) for i in range(len(run.train_data))], dtype=float)
+        if batch >= 1 and counts.sum() > 0:
+            ev.update(_mis_weighting(counts, m, batch, int(self.opts["steps"]), run.options.seed))
+        ratio = self._logged_ratio(run, ev)
+        if ratio is not None and np.sqrt(m) < ratio < m ** 1.5:
+            return [self.finding(
+                "error", f"The logged training loss is {ratio:.2f}x the checkpoint's own loss on its training "
+                f"rows, near the {m} micro-batches per step: the loss is summed over gradient accumulation, "
+                f"not averaged (transformers #35438). Logged training losses are {m}x too large and the "
+                "gradients too, so clipping bites harder.",
+                confidence=0.85, evidence=ev,
+                fix="Normalise the loss by the step's target-token count (pass num_items_in_batch to the "
+                    "model, or divide the summed loss by it) and do not also divide by the accumulation "
+                    "steps; or set Trainer.loss_is_scaled_for_ga to match what compute_loss returns.",
+                next_experiment="Train 20 steps with gradient_accumulation_steps=1 and batch x m, then "
+                                f"with batch and m={m}: the logged losses must agree.")]
+        version = _transformers_version(run)
+        share = ev.get("effective_token_share")
+        trainer = run.format == "hf-trainer" or (run.manifest or {}).get("writer") == "degrade.DegradeCallback"
+        old = trainer and version is not None and version < _FIXED_TRANSFORMERS
+        if old and share is not None and share < self.opts["min_effective_share"]:
+            return [self.finding(
+                "warning", f"transformers {'.'.join(map(str, version))} averages the means of the {m} "
+                f"micro-batches of a step: tokens are weighted unevenly (effective share "
+                f"{share:.0%} of the tokens), so training optimises another objective than the token-mean "
+                "loss that evaluation reports.", confidence=0.6, evidence=ev,
+                fix="Upgrade transformers to >= 4.46 (PR #34191), or normalise by the step's token count.")]
+        if share is None:
+            return []
+        return [self.finding("info", f"{m} micro-batches per step: averaging their means instead of the "
+                             f"tokens would weigh tokens with an effective share of {share:.0%}"
+                             + (f" (logged/own training loss {ratio:.2f})." if ratio is not None else "."),
+                             confidence=0.5, evidence=ev)]
+
+    def _logged_ratio(self, run, ev: dict[str, Any]) -> float | None:
+        """Last logged training loss / the model's token-mean loss on training rows in train mode."""
+        steps, loss = finite(*run.history.series("loss"))
+        if loss.size == 0:
+            ev["logged_ratio"] = "not tested: no finite training loss was logged"
+            return None
+        if run.model_unavailable() is not None:
+            ev["logged_ratio"] = f"not tested: {run.model_unavailable()}"
+            return None
+        idx = run.engine.probe_indices(run.train_data)
+        own = run.engine.run_pass(run.model(), run.train_data, idx, train_mode=True,
+                                  label="I315 training rows (train mode)").scores.token_mean_loss
+        ev.update(last_logged_loss=num(float(loss[-1])), logged_at_step=int(steps[-1]),
+                  own_training_loss_train_mode=num(own), training_rows=int(idx.size))
+        if not np.isfinite(own) or own < self.opts["min_loss"]:
+            ev["logged_ratio"] = f"not tested: the model's training loss {own:.3g} is below min_loss"
+            return None
+        ratio = float(loss[-1]) / own
+        ev["logged_ratio"] = num(ratio, 3)
+        return ratio
+
+
+def _param(run, key: str):
+    for block in ("params", "training_args"):
+        v = ((run.manifest or {}).get(block) or {}).get(key)
+        if v is not None:
+            return v
+    return None
+
+
+def _micro_batches(run, tolerance: float) -> tuple[int | None, str]:
+    recorded = _param(run, "gradient_accumulation_steps")
+    if isinstance(recorded, int) and recorded >= 1:
+        return recorded, "training_args gradient_accumulation_steps"
+    meta = run.history.meta
+    steps, batch, epochs = (meta.get(k) for k in ("max_steps", "train_batch_size", "num_train_epochs"))
+    rows = len(run.train_data) if run.train_pass() is None else run.train_pass().n
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (steps, batch, epochs)):
+        return None, "no recorded gradient_accumulation_steps and no max_steps/train_batch_size/num_train_epochs"
+    ratio = np.ceil(rows / batch) * epochs / steps  # micro-batches per epoch x epochs / optimizer steps
+    if round(ratio) < 1 or abs(ratio - round(ratio)) > tolerance:
+        return None, f"trainer_state.json implies {ratio:.2f} micro-batches per step, not an integer"
+    return int(round(ratio)), "inferred: trainer_state.json steps and batch size, and the training rows"
+
+
+def _targets(data, i: int) -> int:
+    return sum(1 for t in data.token_labels(i)[1:] if t != -100)
+
+
+def _mis_weighting(counts: np.ndarray, m: int, batch: int, steps: int, seed: int) -> dict[str, Any]:
+    """Kish's effective share of the tokens when each of m micro-batches' mean counts 1/m."""
+    rng = np.random.default_rng(seed)
+    shares, spread = [], []
+    for _ in range(steps):
+        rows = rng.choice(counts.size, size=min(m * batch, counts.size), replace=counts.size < m * batch)
+        micro = np.array_split(counts[rows], m)
+        n = np.array([mb.sum() for mb in micro])
+        w = np.concatenate([np.full(int(c), 1.0 / (m * k)) for mb, k in zip(micro, n) if k > 0 for c in mb])
+        shares.append(w.sum() ** 2 / (w.size * (w ** 2).sum()))
+        spread.append(n.max() / max(n.min(), 1))
+    return {"effective_token_share": num(float(np.mean(shares)), 3),
+            "micro_batch_token_ratio_median": num(float(np.median(spread)), 3),
+            "targets_per_row": [int(counts.min()), int(np.median(counts)), int(counts.max())]}
+
+
+def _transformers_version(run) -> tuple[int, int] | None:
+    text = (((run.manifest or {}).get("packages") or {}).get("transformers")
+            or (run.config or {}).get("transformers_version"))
+    try:
+        major, minor = str(text).split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        return None
