@@ -57,11 +57,12 @@ def main() -> int:
     ap.add_argument("--cache", default=".bench-cache")
     ap.add_argument("--rows", type=int, default=16)
     ap.add_argument("--mode", default="zero", choices=("zero", "mean"))
+    ap.add_argument("--cases", default="*", help="glob over the cache's case names")
     a = ap.parse_args()
     import torch
     torch.set_num_threads(1)
     out = {}
-    for built in sorted(Path(a.cache).glob("*/built.json")):
+    for built in sorted(Path(a.cache).glob(f"{a.cases}/built.json")):
         b = json.loads(built.read_text())
         if not b.get("eval_data"):
             continue

@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
