@@ -72,7 +72,7 @@ class ModelHandle:
 
     def keeps_logits(self) -> bool:
         if "_keeps" not in self.__dict__:
-            self.__dict__["_keeps"] = self.source == "hf" and "logits_to_keep" in _forward_params(self.module)
+            self.__dict__["_keeps"] = self.source == "hf" and "logits_to_keep" in forward_params(self.module)
         return self.__dict__["_keeps"]
 
     @property
@@ -149,7 +149,7 @@ def load_model(folder: Path, *, factory: str | None = None, trust_remote_code: b
         module.tie_weights()
     device = resolve_device(device)
     module.to(device).eval()
-    accepts = source == "hf" or "attention_mask" in _forward_params(module)
+    accepts = source == "hf" or "attention_mask" in forward_params(module)
     return ModelHandle(module, task, source, Path(folder), device, accepts)
 
 
@@ -253,7 +253,7 @@ def _has_learned_positions(module: nn.Module) -> bool:
     return any(p.kind == "learned" for p in find_positions(module))
 
 
-def _forward_params(module: nn.Module) -> set[str]:
+def forward_params(module: nn.Module) -> set[str]:
     try:
         return set(inspect.signature(module.forward).parameters)
     except (TypeError, ValueError):

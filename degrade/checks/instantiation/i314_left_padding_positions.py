@@ -1,7 +1,6 @@
 """I314 left-padding-positions: a prompt's outputs change when it is batched with left padding."""
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -10,6 +9,7 @@ from degrade.check import Check, CheckSkipped
 from degrade.engine.batching import probe_length
 from degrade.layers import Layer
 from degrade.option import Option
+from degrade.run.load import forward_params
 from degrade.stats import num
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -90,7 +90,7 @@ class LeftPaddingPositions(Check):
         if len({len(s) for s in seqs}) == 1:
             seqs = [s[:max(2, len(s) - k)] for k, s in enumerate(seqs)]
         pad = _pad_id(model)
-        takes_positions = model.source == "hf" or "position_ids" in _params(model.module)
+        takes_positions = "position_ids" in forward_params(model.module)
         param = next(model.module.parameters(), None)
         loose = o["half_precision_factor"] if param is not None and param.dtype in _HALF else 1
         atol, rtol = o["atol"] * loose, o["rtol"] * loose
@@ -142,12 +142,6 @@ class LeftPaddingPositions(Check):
             "of the logit scale); with position_ids from the mask they match. Batched inference code "
             "must pass position_ids when it left-pads (generate() does).", confidence=0.5, evidence=ev)]
 
-
-def _params(module) -> set[str]:
-    try:
-        return set(inspect.signature(module.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
 
 
 def _pad_id(model) -> int:
