@@ -33,8 +33,8 @@ class AccumulationWeighting(Check):
         effective share of tokens (Kish's effective sample size over the token weights, divided by
         the tokens).
     m comes from the recorded `gradient_accumulation_steps`, else from trainer_state.json
-    (batches per epoch x epochs / max_steps, used only when it is within `integer_tolerance` of
-    an integer). Error when the loss is summed; a warning when the run names a Trainer older than
+    (micro-batches per epoch x epoch / global_step: the Trainer's epoch counts micro-batches; used
+    only when within `integer_tolerance` of an integer). Error when the loss is summed; a warning when the run names a Trainer older than
     v4.46 and the token weights' effective share is below `min_effective_share`; the size as
     information otherwise.
 
@@ -153,14 +153,15 @@ def _micro_batches(run, tolerance: float) -> tuple[int | None, str]:
     if isinstance(recorded, int) and recorded >= 1:
         return recorded, "training_args gradient_accumulation_steps"
     meta = run.history.meta
-    steps, batch, epochs = (meta.get(k) for k in ("max_steps", "train_batch_size", "num_train_epochs"))
-    rows = len(run.train_data) if run.train_pass() is None else run.train_pass().n
-    if not all(isinstance(v, (int, float)) and v > 0 for v in (steps, batch, epochs)):
-        return None, "no recorded gradient_accumulation_steps and no max_steps/train_batch_size/num_train_epochs"
-    ratio = np.ceil(rows / batch) * epochs / steps  # micro-batches per epoch x epochs / optimizer steps
+    # The Trainer's epoch counter advances by micro-batches: epoch = micro-batches done / per epoch.
+    steps, batch, epoch = (meta.get(k) for k in ("global_step", "train_batch_size", "epoch"))
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (steps, batch, epoch)):
+        return None, "no recorded gradient_accumulation_steps and no global_step/train_batch_size/epoch"
+    rows = run.train_pass.n if run.train_pass is not None else len(run.train_data)  # every row, not the sample
+    ratio = np.ceil(rows / batch) * epoch / steps
     if round(ratio) < 1 or abs(ratio - round(ratio)) > tolerance:
         return None, f"trainer_state.json implies {ratio:.2f} micro-batches per step, not an integer"
-    return int(round(ratio)), "inferred: trainer_state.json steps and batch size, and the training rows"
+    return int(round(ratio)), "inferred: trainer_state.json epoch, steps and batch size, and the training rows"
 
 
 def _targets(data, i: int) -> int:
