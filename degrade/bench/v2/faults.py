@@ -106,6 +106,16 @@ FAULTS = {f.name: f for f in [
 ]}
 
 
+# Practitioner bugs (issue 16; bugs.py builds them): dealt on a slot of their own per generator
+# seed (generate.py), so that adding one never re-deals the faults above.
+BUG_FAULTS = {f.name: f for f in [
+    Fault("labels-shifted-twice", "instantiation", ("I308",), "cost", (LM,), ("gpt2", "llama"),
+          lambda rng, r: {"label_shift": int(rng.integers(1, 3))}),
+    Fault("loss-summed-over-accumulation", "instantiation", ("I315",), "logged-train", (LM,), ("gpt2", "llama"),
+          lambda rng, r: {"accumulation": int(rng.choice([2, 4, 8])), "loss_summed": True}),
+]}
+
+
 def applicable(kind: str, model: str, family: str) -> list[Fault]:
     """The faults (healthy first) that a (family, model) pair can carry."""
     out = []

@@ -7,7 +7,9 @@ bench seed: splits are by generator seed, so a twin and its faults never straddl
 Faults are dealt per split, each slot taking the fault the split holds fewest of among those the
 group allows (ties: the fault fewer groups allow first, so that the scarce ones are not crowded
 out, then an order shuffled by the bench seed): every fault is in every split as long as a split
-has a slot for it. Severities are drawn from the generator seed (faults.py).
+has a slot for it. Severities are drawn from the generator seed (faults.py). Practitioner bugs
+(faults.BUG_FAULTS, built by bugs.py) take one more slot per generator seed of the groups they
+apply to, dealt the same way among themselves: adding one leaves every other case as it was.
 
 The committed bench seed is BENCH_SEED; `degrade bench --bench-seed N` deals a fresh set
 (new generator seeds, so new sizes, severities and splits).
@@ -21,8 +23,9 @@ from functools import partial
 import numpy as np
 
 from degrade.bench.case import Case
+from degrade.bench.v2.bugs import build_bug_case
 from degrade.bench.v2.build import build_case
-from degrade.bench.v2.faults import FAULTS, applicable
+from degrade.bench.v2.faults import BUG_FAULTS, FAULTS, applicable
 from degrade.bench.v2.models import MODELS
 from degrade.bench.v2.recipe import Recipe, healthy_recipe
 from degrade.bench.v2.tasks import kind_of
@@ -71,14 +74,22 @@ def cases(bench_seed: int = BENCH_SEED) -> list[Case]:
                 params = fault.draw(np.random.default_rng(_seed(seed, fault.name)), base.to_dict())
                 out.append(_case(f"v2-{family}-{model}-s{seed}-{fault.name}", base.with_fault(params),
                                  fault, split, twin, params))
+            bugs = [b for b in BUG_FAULTS.values() if kind_of(family) in b.kinds and model in b.models]
+            if bugs:
+                bug = min(bugs, key=lambda f: (dealt.get((split, f.name), 0), f.name))
+                dealt[(split, bug.name)] = dealt.get((split, bug.name), 0) + 1
+                params = bug.draw(np.random.default_rng(_seed(seed, bug.name)), base.to_dict())
+                out.append(_case(f"v2-{family}-{model}-s{seed}-{bug.name}", base, bug, split, twin, params,
+                                 build=partial(build_bug_case, recipe=base, bug=params)))
     return out
 
 
-def _case(name: str, recipe: Recipe, fault, split: str, twin: str | None, params: dict | None = None) -> Case:
+def _case(name: str, recipe: Recipe, fault, split: str, twin: str | None, params: dict | None = None,
+          build=None) -> Case:
     writer = recipe.writer
     drawn = ", ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in (params or {}).items())
     why = f"{fault.name}" + (f" ({drawn})" if drawn else "")
-    return Case(name, recipe.family, fault.layer, fault.codes, why, partial(build_case, recipe=recipe),
+    return Case(name, recipe.family, fault.layer, fault.codes, why, build or partial(build_case, recipe=recipe),
                 writer, model=recipe.model, fault=fault.name, split=split, twin=twin, proof=fault.proof)
 
 

@@ -8,7 +8,9 @@
 - `cost` faults: the twin learned the task (accuracy >= LEARNED) and the fault costs >= COST_MARGIN correct held-out accuracy;
 - `logged` faults: the logged eval loss is >= LOSS_MARGIN (relative) away from a correct
   evaluation on clean held-out rows, or (classification) the logged accuracy >= COST_MARGIN;
-- `immaterial` (healthy but unfinished): the twin learned the task and is < IMMATERIAL_GAIN better.
+- `immaterial` (healthy but unfinished): the twin learned the task and is < IMMATERIAL_GAIN better;
+- `logged-train` (bugs.py): the last logged training loss is >= LOSS_MARGIN (relative) and
+  >= FLAT_NATS away from a correct evaluation of the final model on training rows.
 
 A case that does not prove itself is discarded by the generator, never scored.
 """
@@ -68,6 +70,13 @@ def judge(proof_kind: str, proof: dict | None, twin: dict | None) -> tuple[bool,
         ok = rel >= LOSS_MARGIN or gap >= COST_MARGIN
         return ok, (f"logged eval loss {logged.get('eval_loss')} vs correct {correct['loss']:.4g} "
                     f"({rel:.1%}); accuracy off by {gap:.3f}"), cost
+    if proof_kind == "logged-train":
+        logged, correct = proof.get("logged_train_loss"), proof["correct_train"]["loss"]
+        gap = abs(logged - correct) if logged is not None else 0.0
+        rel = gap / max(correct, 1e-6)
+        cost = {"logged_train_loss": logged, "correct_train_loss": correct, "relative_loss_error": round(rel, 4)}
+        return (rel >= LOSS_MARGIN and gap >= FLAT_NATS,
+                f"last logged training loss {logged} vs correct {correct:.4g} ({rel:.1%})", cost)
     if twin is None or twin["correct"]["accuracy"] < LEARNED:
         return False, "its healthy twin is missing or did not learn the task", {}
     loss_ = twin["correct"]["accuracy"] - acc
