@@ -75,10 +75,21 @@ def assess(run) -> Learned | None:
     return engine._cache["learned"]
 
 
+def require_finite(scores, what: str = "its behaviour") -> None:
+    """Raise CheckSkipped when the model gives non-finite losses (inf/NaN logits): a model that does
+    not compute has learned neither something nor nothing, and no reading of its outputs holds.
+    I313 (precision) and R203 (a diverged training) say why; O101 says the eval cannot be re-observed."""
+    bad = int((~np.isfinite(np.asarray(scores.loss, dtype=float))).sum())
+    if bad:
+        raise CheckSkipped(f"the model gives non-finite losses (inf/NaN logits) on {bad} of {scores.n} "
+                           f"examples: {what} cannot be read (I313 and R203 say why)")
+
+
 def require(run) -> None:
     """Raise CheckSkipped when the model has not learned the task (see the module docstring)."""
     if run.eval_data is None and run.train_data is None:
         return  # nothing to tell it from: the check runs as it would have
+    require_finite((run.engine.eval_pass() if run.eval_data is not None else run.engine.train_pass()).scores)
     verdict = assess(run)
     if not verdict.learned:
         raise CheckSkipped(f"the model has not learned the task yet ({verdict.summary()}); "

@@ -6,6 +6,8 @@ correct evaluation can see.
 |---|---|---|---|---|
 | labels-shifted-twice | instantiation | I308 | the collator's labels are already shifted (labels[t] = token t+1) and the model shifts again: it learns token t+2 (transformers PR #37830, #27517) | 1 or 2 extra shifts |
 | loss-summed-over-accumulation | instantiation | I315 | gradient accumulation with a Trainer subclass whose compute_loss drops num_items_in_batch, so the micro-batch means are summed (transformers #35438) | 2, 4 or 8 micro-batches per step (same effective batch) |
+| eos-masked-as-padding | instantiation | I310, I316 | bug_eos.py: pad = EOS, masked in the labels | - |
+| fp16-overflow | instantiation | I313 | bug_precision.py: a float16 export whose value activations overflow | 2-8x past float16's maximum |
 
 A bug case is built by `build_bug_case` from its twin's recipe and the bug's parameters, outside
 build.py on purpose: the cache keys of the other v2 cases cover build.py's source, and a bug must

@@ -113,6 +113,10 @@ BUG_FAULTS = {f.name: f for f in [
           lambda rng, r: {"label_shift": int(rng.integers(1, 3))}),
     Fault("loss-summed-over-accumulation", "instantiation", ("I315",), "logged-train", (LM,), ("gpt2", "llama"),
           lambda rng, r: {"accumulation": int(rng.choice([2, 4, 8])), "loss_summed": True}),
+    Fault("eos-masked-as-padding", "instantiation", ("I310", "I316"), "cost", (LM,), ("gpt2", "llama"),
+          lambda rng, r: {"eos_masked": True}),
+    Fault("fp16-overflow", "instantiation", ("I313",), "cost", (LM,), ("gpt2", "llama"),
+          lambda rng, r: {"headroom": float(rng.uniform(2.0, 8.0))}),
 ]}
 
 

@@ -23,6 +23,8 @@ from functools import partial
 import numpy as np
 
 from degrade.bench.case import Case
+from degrade.bench.v2.bug_eos import build_eos_case
+from degrade.bench.v2.bug_precision import build_fp16_case
 from degrade.bench.v2.bugs import build_bug_case
 from degrade.bench.v2.build import build_case
 from degrade.bench.v2.faults import BUG_FAULTS, FAULTS, applicable
@@ -34,6 +36,7 @@ BENCH_SEED = 2026
 SEEDS_PER_GROUP = 5
 FAULTS_PER_SEED = 2
 SPLIT_CYCLE = ("dev", "dev", "calibration", "test", "test")
+BUG_BUILDERS = {"eos-masked-as-padding": build_eos_case, "fp16-overflow": build_fp16_case}  # else bugs.py
 # Left out, measured on one or two seeds each at the healthy recipe's budget (tasks.py has them):
 # kv retrieval (27-46% held-out accuracy), multi-digit addition (74% after 1,500 steps), Dyck
 # (56% after 1,200 steps), bigram detection (62% after 1,000 steps), histogram (60-62%); modadd on
@@ -80,7 +83,7 @@ def cases(bench_seed: int = BENCH_SEED) -> list[Case]:
                 dealt[(split, bug.name)] = dealt.get((split, bug.name), 0) + 1
                 params = bug.draw(np.random.default_rng(_seed(seed, bug.name)), base.to_dict())
                 out.append(_case(f"v2-{family}-{model}-s{seed}-{bug.name}", base, bug, split, twin, params,
-                                 build=partial(build_bug_case, recipe=base, bug=params)))
+                                 build=partial(BUG_BUILDERS.get(bug.name, build_bug_case), recipe=base, bug=params)))
     return out
 
 

@@ -77,6 +77,9 @@ class LabelAlignment(Check):
         if keep.sum() < 8:
             raise CheckSkipped("fewer than 8 probe sequences have targets at every shift")
         mean = red.nll[keep] / red.count[keep]
+        if not np.isfinite(mean).all():  # NaN compares false both ways: no shift can be told apart
+            raise CheckSkipped("the model gives non-finite losses (inf/NaN logits) on the probe: its label "
+                               "alignment cannot be read (I313 and R203 say why)")
         per_shift = {k: float(mean[:, j].mean()) for j, k in enumerate(SHIFTS)}
         constant = {k: _entropy(red.tokens[j]) for j, k in enumerate(SHIFTS)}
         ev: dict[str, Any] = {"probe_sequences": int(keep.sum()),

@@ -125,6 +125,14 @@ class Reobservation(Check):
             raise CheckSkipped("the logged eval record has neither a loss nor an accuracy to compare "
                                f"(keys: {', '.join(sorted(candidates[0][1]))})")
         set_name, rec, cmp = best
+        bad = int((~np.isfinite(s.loss)).sum())
+        if bad:  # no number to compare: the stored model does not compute, whatever was logged
+            return [self.finding(
+                "warning", f"The checkpoint gives non-finite losses on {bad} of {n} eval examples (inf/NaN "
+                "logits), so the logged evaluation cannot be re-observed: the model as stored does not "
+                "compute here (I313 tests its precision, R203 the training's stability).",
+                confidence=0.5, evidence={"nonfinite_examples": bad, "n_scored": n, "record_step": rec["step"]},
+                fix="Find where the forward turns inf/NaN (hook every module) before trusting any eval number.")]
 
         evidence: dict[str, Any] = {
             "checkpoint": ckpt.path.name if ckpt.path != run.path else "root (final model)",

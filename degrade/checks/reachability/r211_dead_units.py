@@ -8,6 +8,7 @@ import numpy as np
 from degrade.check import Check, CheckSkipped
 from degrade.checks.reachability import curves as C
 from degrade.layers import Layer
+from degrade.learned import require_finite
 from degrade.option import Option
 from degrade.probing.activations import find_activations
 from degrade.run.layer_stats import read_layer_stats
@@ -88,6 +89,7 @@ class DeadUnits(Check):
             raise CheckSkipped("no eval or train data to run the model on (pass --eval-data PATH)")
         split = "eval" if run.eval_data is not None else "train"
         seen = run.engine.eval_pass() if split == "eval" else run.engine.train_pass()
+        require_finite(seen.scores, "which units fire")  # NaN activations read as never firing
         stats, how = seen.captures["units"]
         if not stats:
             raise CheckSkipped(f"the hooked modules ({how}) produced no floating-point output")

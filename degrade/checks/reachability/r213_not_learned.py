@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from degrade.check import Check
 from degrade.layers import Layer
-from degrade.learned import MIN_GAIN, Z, assess
+from degrade.learned import MIN_GAIN, Z, assess, require_finite
 
 
 class NotLearned(Check):
@@ -39,6 +39,7 @@ class NotLearned(Check):
     tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
 
     def run(self, run):
+        require_finite(run.engine.eval_pass().scores, "whether it learned")
         v = assess(run)
         ev = v.evidence()
         if v.learned:
