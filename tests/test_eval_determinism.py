@@ -45,3 +45,21 @@ def test_the_real_minilm_is_deterministic_in_eval_mode(tmp_path):
     ev = write_jsonl(rows, tmp_path / "eval.jsonl")
     run = open_run(tmp_path / "run", RunOptions(eval_data=str(ev), budget="fast"))
     assert run_check(run, EvalDeterminism) == []
+
+
+def test_forward_comparisons_skip_a_noisy_model(tmp_path):
+    """I301/I304/I306 compare two forwards: on a model whose eval mode draws random numbers they
+    would read its noise as a leak, so they skip and name I309."""
+    import tests.i3_factories as factories
+    from degrade.checks.instantiation.i301_causal_mask_leak import CausalMaskLeak
+    from degrade.checks.instantiation.i304_padding_invariance import PaddingInvariance
+    from degrade.checks.instantiation.i306_attention_normalisation import AttentionNormalisation
+    from degrade.suite import run_one
+    torch.manual_seed(0)
+    run_dir = save_weights(factories.dropout_in_eval(), tmp_path / "run")
+    ev = write_jsonl(copy_rows(32, seed=2), tmp_path / "eval.jsonl")
+    run = open_run(run_dir, RunOptions(eval_data=str(ev), model_factory="tests.i3_factories:dropout_in_eval",
+                                       budget="fast"))
+    for cls in (CausalMaskLeak, PaddingInvariance, AttentionNormalisation):
+        res = run_one(run, cls, {}, preconditions=False)
+        assert res.status == "skipped" and "I309" in res.reason, (cls.code, res.status, res.reason)

@@ -254,10 +254,22 @@ def _has_learned_positions(module: nn.Module) -> bool:
 
 
 def forward_params(module: nn.Module) -> set[str]:
-    try:
-        return set(inspect.signature(module.forward).parameters)
-    except (TypeError, ValueError):
-        return set()
+    """The keyword arguments the module's forward takes. A subclass whose forward passes **kwargs
+    on to its base takes what the base's forward takes too (a user's GPT-2 subclass that overrides
+    forward(input_ids, **kwargs) still takes attention_mask and the cache)."""
+    names: set[str] = set()
+    for cls in type(module).__mro__:
+        fn = cls.__dict__.get("forward")
+        if fn is None:
+            continue
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            break
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} - {"self"}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
 
 
 def _is_tied(module: nn.Module, name: str) -> bool:

@@ -117,6 +117,13 @@ BUG_FAULTS = {f.name: f for f in [
           lambda rng, r: {"eos_masked": True}),
     Fault("fp16-overflow", "instantiation", ("I313",), "cost", (LM,), ("gpt2", "llama"),
           lambda rng, r: {"headroom": float(rng.uniform(2.0, 8.0))}),
+    Fault("doubled-bos", "instantiation", ("I311",), "cost", (LM,), ("gpt2",), lambda rng, r: {"bos": 2}),
+    Fault("attention-dropout-in-eval", "instantiation", ("I309",), "cost", (LM,), ("gpt2",),
+          lambda rng, r: {"bug": "attention-dropout-in-eval", "p": float(rng.uniform(0.3, 0.5))}),
+    Fault("kv-cache-off-by-one", "instantiation", ("I312",), "cost", (LM,), ("gpt2",),
+          lambda rng, r: {"bug": "kv-cache-off-by-one"}),
+    Fault("position-ids-dropped", "instantiation", ("I314",), "cost", (LM,), ("gpt2",),
+          lambda rng, r: {"bug": "position-ids-dropped"}),
 ]}
 
 

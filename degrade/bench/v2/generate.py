@@ -8,8 +8,10 @@ Faults are dealt per split, each slot taking the fault the split holds fewest of
 group allows (ties: the fault fewer groups allow first, so that the scarce ones are not crowded
 out, then an order shuffled by the bench seed): every fault is in every split as long as a split
 has a slot for it. Severities are drawn from the generator seed (faults.py). Practitioner bugs
-(faults.BUG_FAULTS, built by bugs.py) take one more slot per generator seed of the groups they
-apply to, dealt the same way among themselves: adding one leaves every other case as it was.
+(faults.BUG_FAULTS, built by bugs.py and the bug_*.py modules) take BUGS_PER_SEED more slots per
+dev and test generator seed of the groups they apply to (the calibration split is left to the
+faults the calibration was fitted on), dealt the same way among themselves (ties: the bug fewer
+model classes take first): adding one leaves every other case as it was.
 
 The committed bench seed is BENCH_SEED; `degrade bench --bench-seed N` deals a fresh set
 (new generator seeds, so new sizes, severities and splits).
@@ -24,7 +26,9 @@ import numpy as np
 
 from degrade.bench.case import Case
 from degrade.bench.v2.bug_eos import build_eos_case
+from degrade.bench.v2.bug_models import build_model_bug_case
 from degrade.bench.v2.bug_precision import build_fp16_case
+from degrade.bench.v2.bug_tokens import build_bos_case
 from degrade.bench.v2.bugs import build_bug_case
 from degrade.bench.v2.build import build_case
 from degrade.bench.v2.faults import BUG_FAULTS, FAULTS, applicable
@@ -35,8 +39,11 @@ from degrade.bench.v2.tasks import kind_of
 BENCH_SEED = 2026
 SEEDS_PER_GROUP = 5
 FAULTS_PER_SEED = 2
+BUGS_PER_SEED = 2  # practitioner bugs (faults.BUG_FAULTS) per dev/test generator seed; none on calibration
 SPLIT_CYCLE = ("dev", "dev", "calibration", "test", "test")
-BUG_BUILDERS = {"eos-masked-as-padding": build_eos_case, "fp16-overflow": build_fp16_case}  # else bugs.py
+BUG_BUILDERS = {"eos-masked-as-padding": build_eos_case, "fp16-overflow": build_fp16_case,  # else bugs.py
+                "doubled-bos": build_bos_case, "attention-dropout-in-eval": build_model_bug_case,
+                "kv-cache-off-by-one": build_model_bug_case, "position-ids-dropped": build_model_bug_case}
 # Left out, measured on one or two seeds each at the healthy recipe's budget (tasks.py has them):
 # kv retrieval (27-46% held-out accuracy), multi-digit addition (74% after 1,500 steps), Dyck
 # (56% after 1,200 steps), bigram detection (62% after 1,000 steps), histogram (60-62%); modadd on
@@ -78,8 +85,9 @@ def cases(bench_seed: int = BENCH_SEED) -> list[Case]:
                 out.append(_case(f"v2-{family}-{model}-s{seed}-{fault.name}", base.with_fault(params),
                                  fault, split, twin, params))
             bugs = [b for b in BUG_FAULTS.values() if kind_of(family) in b.kinds and model in b.models]
-            if bugs:
-                bug = min(bugs, key=lambda f: (dealt.get((split, f.name), 0), f.name))
+            for _ in range(BUGS_PER_SEED if bugs and split != "calibration" else 0):
+                bug = min(bugs, key=lambda f: (dealt.get((split, f.name), 0), len(f.models), f.name))
+                bugs.remove(bug)
                 dealt[(split, bug.name)] = dealt.get((split, bug.name), 0) + 1
                 params = bug.draw(np.random.default_rng(_seed(seed, bug.name)), base.to_dict())
                 out.append(_case(f"v2-{family}-{model}-s{seed}-{bug.name}", base, bug, split, twin, params,

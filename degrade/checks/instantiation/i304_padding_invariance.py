@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
+from degrade.engine.determinism import require_deterministic
 from degrade.engine.batching import probe_length
 from degrade.layers import Layer
 from degrade.option import Option
@@ -110,6 +111,7 @@ class PaddingInvariance(Check):
 
     @torch.no_grad()
     def run(self, run):
+        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         o = self.opts
         model, data = run.model(), run.eval_data
         table = _position_table(model)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from degrade.check import Check, CheckSkipped
+from degrade.engine.determinism import Fingerprint
 from degrade.engine.forward import forward
 from degrade.layers import Layer
 from degrade.option import Option
@@ -52,7 +52,7 @@ class EvalDeterminism(Check):
             raise CheckSkipped("no eval rows to probe")
         passes = []
         for seed in (run.options.seed, run.options.seed + 1):
-            fp = _Fingerprint(idx)
+            fp = Fingerprint(idx)
             forward(model, data, idx, reducers=[fp], torch_seed=seed, label="I309 eval-mode repeat",
                     meter=run.engine.meter)
             passes.append(fp)
@@ -77,27 +77,3 @@ class EvalDeterminism(Check):
                 "pass self.dropout if self.training else 0.0), then re-evaluate; the weights are fine.",
             next_experiment="Run one batch twice under model.eval() with torch.manual_seed changed, hooking "
                             "each module's output: the first module whose output differs draws the noise.")]
-
-
-class _Fingerprint:
-    """Per example: float64 sum and sum of squares of its logits, and the argmax per position."""
-
-    def __init__(self, idx: np.ndarray):
-        self.sums = np.zeros((len(idx), 2))
-        self.row = {int(i): k for k, i in enumerate(idx)}
-        self.argmax: dict[int, np.ndarray] = {}
-
-    @torch.no_grad()
-    def add(self, idx, ids, mask, labels, logits) -> None:
-        x = logits.double()
-        if x.dim() == 3:  # [B, T, V]: only the real tokens' positions
-            keep = mask.bool().to(x.device)[..., None]
-            x = torch.where(keep, x, torch.zeros_like(x))
-        flat = x.reshape(x.shape[0], -1)
-        s, q = flat.sum(1).cpu().numpy(), (flat * flat).sum(1).cpu().numpy()
-        am = logits.argmax(-1).cpu().numpy()
-        for r, e in enumerate(idx):
-            k = self.row[int(e)]
-            self.sums[k] = (s[r], q[r])
-            n = int(mask[r].sum()) if logits.dim() == 3 else None
-            self.argmax[k] = am[r][:n] if n is not None else np.atleast_1d(am[r])

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from degrade.check import Check, CheckSkipped
+from degrade.engine.determinism import require_deterministic
 from degrade.engine.batching import probe_length
 from degrade.engine.forward import mode
 from degrade.layers import Layer
@@ -84,6 +85,7 @@ class KvCacheConsistency(Check):
 
     @torch.no_grad()
     def run(self, run):
+        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         o, model, data = self.opts, run.model(), run.eval_data
         module = model.module
         params = forward_params(module)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
+from degrade.engine.determinism import require_deterministic
 from degrade.engine.forward import forward
 from degrade.layers import Layer
 from degrade.option import Option
@@ -98,6 +99,7 @@ class PrecisionAgreement(Check):
 
     @torch.no_grad()
     def run(self, run):
+        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         handle = run.model()
         param = next((p for p in handle.module.parameters() if p.is_floating_point()), None)
         if param is None:

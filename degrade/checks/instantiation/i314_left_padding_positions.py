@@ -6,6 +6,7 @@ from typing import Any
 import torch
 
 from degrade.check import Check, CheckSkipped
+from degrade.engine.determinism import require_deterministic
 from degrade.engine.batching import probe_length
 from degrade.layers import Layer
 from degrade.option import Option
@@ -75,6 +76,7 @@ class LeftPaddingPositions(Check):
 
     @torch.no_grad()
     def run(self, run):
+        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         o, model, data = self.opts, run.model(), run.eval_data
         table = model.positions or 10**9
         limit = min(int(o["max_length"]), table // 2, probe_length(model.out_size, 4))
