@@ -11,6 +11,7 @@ import pytest
 
 from degrade.bench.scorecard import CaseOutcome
 from degrade.bench.v2 import proof as P
+from degrade.bench.v2.faults import BUG_FAULTS
 from degrade.bench.v2.generate import BENCH_SEED, cases, quick
 from degrade.bench.v2.scorecard import split_card, wilson
 from degrade.bench.v2.build import _as_seq2seq, _noisy, rows_of
@@ -22,12 +23,17 @@ from degrade.bench.v2.tasks import (IGNORE, dyck_rows, family_rows, kv_rows, lex
 def test_generated_cases_split_by_generator_seed():
     cs = cases()
     assert len(cs) >= 240 and len({c.name for c in cs}) == len(cs)
+    regular = [c.name for c in cs if c.fault not in BUG_FAULTS]
+    assert len(regular) == 255  # the bugs' own slots leave the other cases as they were dealt
     by_split = Counter(c.split for c in cs)
     assert by_split["test"] >= 80
     for split in ("dev", "calibration", "test"):
         part = [c for c in cs if c.split == split]
         assert sum(c.layer == "none" for c in part) >= 0.25 * len(part)
-        assert {c.fault for c in part} == {c.fault for c in cs}  # every fault in every split
+        # every fault in every split; the practitioner bugs in dev and test (4 each), none in calibration
+        assert {c.fault for c in part} == {c.fault for c in cs} - (set(BUG_FAULTS) if split == "calibration" else set())
+        if split != "calibration":
+            assert set(Counter(c.fault for c in part if c.fault in BUG_FAULTS).values()) == {4}
     names = {c.name: c for c in cs}
     for c in cs:  # a twin and its faults never straddle splits
         if c.twin:
@@ -50,7 +56,7 @@ def test_quick_subset_is_stratified():
     assert len(q) == 30 and sum(c.fault == "healthy" for c in q) >= 0.25 * len(q)
     names = {c.name for c in q}
     assert all(c.twin in names for c in q if c.twin)  # every fault can prove itself against its twin
-    assert {c.fault for c in q} == {c.fault for c in test}
+    assert {c.fault for c in q} == {c.fault for c in test} - set(BUG_FAULTS)  # bugs: test_bench_bugs.py
     assert {c.model for c in q} == {c.model for c in test}
     assert max(Counter(c.model for c in q).values()) <= 8  # no model class crowds the others out
 
