@@ -157,42 +157,9 @@ class Run:
         return base_model_dir(ckpt.path, self.options.base_model, self.path)
 
     def model_unavailable(self) -> str | None:
-        """Why no model can be examined, or None when one can."""
-        if failed := self.__dict__.get("_model_failed"):
-            return f"the model could not be loaded: {failed}"
-        ckpt = self.model_checkpoint
-        if ckpt is None:
-            return f"no model weights in {self.path} (no checkpoint-N/ with weights, none at the root)"
-        if ckpt.weights is None:
-            if ckpt.adapter is None:
-                return f"no model weights in {ckpt.path}"
-            from importlib.util import find_spec
-            if find_spec("peft") is None:
-                return f'{ckpt.path} holds a PEFT adapter; reading it needs peft (pip install "degrade[peft]")'
-            base, where = self.base_model_dir
-            if base is None:
-                return (f"{ckpt.path} holds a PEFT adapter whose base model is not here: {where}; "
-                        "pass --base-model PATH")
-            return None
-        if self.config is not None and not self.options.model_factory:
-            from degrade.run.heads import unsupported_head
-            if (reason := unsupported_head(self.config)) is not None:
-                return reason
-        if (reason := self._memory_problem) is not None:
-            return reason
-        if self.config is None and not self.options.model_factory:
-            hint = ""
-            if self.manifest and self.manifest.get("model", {}).get("factory"):
-                hint = f" (the recorder noted --model-factory {self.manifest['model']['factory']})"
-            return f"{ckpt.path} has weights but no config.json: pass --model-factory{hint}"
-        return None
-
-    @cached_property
-    def _memory_problem(self) -> str | None:
-        """Whether the chosen model fits in the memory left, decided once (before any check holds
-        memory of its own, so that every model check gives the same reason)."""
-        from degrade.run.memory_need import load_problem
-        return load_problem(self.model_checkpoint.weights, self.path)
+        """Why no model can be examined, or None when one can (run/availability.py)."""
+        from degrade.run.availability import model_unavailable
+        return model_unavailable(self)
 
     def model(self):
         """The chosen checkpoint's model, in eval mode, loaded once (a ModelHandle). The data given
