@@ -15,20 +15,22 @@ from degrade.option import Option
 from degrade.run.data import IGNORE_INDEX
 from degrade.stats import num, paired_difference
 
-SHIFTS = (0, 1, 2)  # 1 is Hugging Face's convention: the logits at t predict token t + 1
+# 1 is Hugging Face's convention (the logits at t predict token t + 1); 2 and 3: a collator that
+# shifted once or twice before the model shifts again; 0: labels never shifted
+SHIFTS = (0, 1, 2, 3)
 
 
 class LabelAlignment(Check):
     """Labels shifted twice, or not at all: the model learned to predict the wrong position.
 
     What it detects: on a probe sample of eval sequences (a causal LM's, or a seq2seq model's
-    decoder sequences), the model's loss on the sequence's own tokens read at shifts 0, 1 and 2:
+    decoder sequences), the model's loss on the sequence's own tokens read at shifts 0, 1, 2 and 3:
     the logits at position t scored against token t + k, at the positions whose label is a target.
     Hugging Face models shift the labels themselves (k = 1). A model that fits another shift better,
     by at least `min_gain` nats per target and `z` standard errors of the paired per-example
     difference, was trained on labels that were shifted before the model shifted them again (k = 2:
-    a collator that pre-shifts; transformers JetMoe PR #37830, GitForCausalLM #47394, MBartForCausalLM
-    #27517) or never shifted (k = 0: the model copies its input). Also reported, as evidence: how the
+    a collator that pre-shifts; k = 3: one that shifts by two; transformers JetMoe PR #37830,
+    GitForCausalLM #47394, MBartForCausalLM #27517) or never shifted (k = 0: the model copies its input). Also reported, as evidence: how the
     data's `labels` relate to `input_ids` (identical as Hugging Face expects, already shifted by one,
     or masked). An untrained model fits every shift alike and raises nothing; this check does not
     wait for the model to have learned, since a misaligned run is one that cannot learn its task.
@@ -93,7 +95,8 @@ class LabelAlignment(Check):
                    "explained_at_best_other_shift": num(explained, 3)})
         if gain < self.opts["min_gain"] or gain <= self.opts["z"] * se or explained < self.opts["min_explained"]:
             return []
-        what = "the token two places ahead (labels shifted twice)" if best == 2 else "its own input token (labels never shifted)"
+        what = (f"the token {best} places ahead (labels shifted {best} times)" if best >= 2
+                else "its own input token (labels never shifted)")
         return [self.finding(
             "error", f"The model predicts {what}: its loss on the sequence's tokens is "
             f"{per_shift[best]:.3g} nats at shift {best} against {per_shift[1]:.3g} at the intended shift 1 "

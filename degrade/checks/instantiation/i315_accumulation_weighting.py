@@ -25,7 +25,8 @@ class AccumulationWeighting(Check):
         training loss, and every gradient, is m times too large. Measured: the last logged training
         loss against the checkpoint's own loss on training rows in train mode (dropout on, as the
         logged loss was computed); the ratio is compared with the two hypotheses 1 and m on a log
-        scale, and the nearer wins (ratio above sqrt(m) and below m^1.5 reads "summed").
+        scale, and the nearer wins beyond the estimate's noise (log ratio above log sqrt(m) by `z`
+        standard errors of the log of the model's loss, and ratio below m^1.5, reads "summed").
       - the loss is the *mean of the micro-batches' means* (the Trainer before v4.46, and any loop
         that divides each micro-batch's mean by m): a token in a micro-batch with few targets
         weighs more than one in a full micro-batch. Its size is computed from the training rows'
@@ -66,10 +67,10 @@ class AccumulationWeighting(Check):
                       "objective by a tenth of the data's weight; the number is chosen by hand",
                help="Effective share of tokens under mean-of-means weighting below which an old "
                     "Trainer's accumulation is a warning."),
-        Option("min_loss", 0.05,
-               source="design choice: below 0.05 nats a ratio of two losses is dominated by their "
-                      "noise; the number is chosen by hand",
-               help="The training-sample loss below which the logged-loss ratio is not read."),
+        Option("z", 2.0,
+               source="statistical convention, as learned.py and P401: about a two-sided 95% interval",
+               help="Standard errors (of the log of the model's training loss) by which the logged/own "
+                    "ratio must clear sqrt(m), the midpoint of the two hypotheses, for 'summed'."),
         Option("steps", 200,
                source="arithmetic: 200 random steps estimate a mean share to about 1/sqrt(200) of its "
                       "spread",
@@ -87,8 +88,8 @@ class AccumulationWeighting(Check):
         counts = np.asarray([_targets(run.train_data, i) for i in range(len(run.train_data))], dtype=float)
         if batch >= 1 and counts.sum() > 0:
             ev.update(_mis_weighting(counts, m, batch, int(self.opts["steps"]), run.options.seed))
-        ratio = self._logged_ratio(run, ev)
-        if ratio is not None and np.sqrt(m) < ratio < m ** 1.5:
+        ratio, se_log = self._logged_ratio(run, ev)
+        if ratio is not None and np.log(ratio) - self.opts["z"] * se_log > 0.5 * np.log(m) and ratio < m ** 1.5:
             return [self.finding(
                 "error", f"The logged training loss is {ratio:.2f}x the checkpoint's own loss on its training "
                 f"rows, near the {m} micro-batches per step: the loss is summed over gradient accumulation, "
@@ -118,26 +119,30 @@ class AccumulationWeighting(Check):
                              + (f" (logged/own training loss {ratio:.2f})." if ratio is not None else "."),
                              confidence=0.5, evidence=ev)]
 
-    def _logged_ratio(self, run, ev: dict[str, Any]) -> float | None:
-        """Last logged training loss / the model's token-mean loss on training rows in train mode."""
+    def _logged_ratio(self, run, ev: dict[str, Any]) -> tuple[float | None, float]:
+        """Last logged training loss / the model's token-mean loss on training rows in train mode,
+        and the standard error of the log of that loss (the noise of the probe's estimate)."""
         steps, loss = finite(*run.history.series("loss"))
         if loss.size == 0:
             ev["logged_ratio"] = "not tested: no finite training loss was logged"
-            return None
+            return None, 0.0
         if run.model_unavailable() is not None:
             ev["logged_ratio"] = f"not tested: {run.model_unavailable()}"
-            return None
-        idx = run.engine.probe_indices(run.train_data)
-        own = run.engine.run_pass(run.model(), run.train_data, idx, train_mode=True,
-                                  label="I315 training rows (train mode)").scores.token_mean_loss
+            return None, 0.0
+        idx = run.engine.probe_indices(run.train_data, minimum=64)
+        s = run.engine.run_pass(run.model(), run.train_data, idx, train_mode=True,
+                                label="I315 training rows (train mode)").scores
+        own, w = s.token_mean_loss, s.n_targets
+        # the token mean is a ratio estimator: its variance is sum(n_i^2 (l_i - mean)^2) / (sum n_i)^2
+        se = float(np.sqrt(((w * (s.loss - own)) ** 2).sum()) / max(w.sum(), 1.0))
         ev.update(last_logged_loss=num(float(loss[-1])), logged_at_step=int(steps[-1]),
-                  own_training_loss_train_mode=num(own), training_rows=int(idx.size))
-        if not np.isfinite(own) or own < self.opts["min_loss"]:
-            ev["logged_ratio"] = f"not tested: the model's training loss {own:.3g} is below min_loss"
-            return None
+                  own_training_loss_train_mode=num(own), own_loss_se=num(se), training_rows=int(idx.size))
+        if not np.isfinite(own) or own <= 0:
+            ev["logged_ratio"] = f"not tested: the model's training loss is {own:.3g}"
+            return None, 0.0
         ratio = float(loss[-1]) / own
         ev["logged_ratio"] = num(ratio, 3)
-        return ratio
+        return ratio, se / own
 
 
 def _param(run, key: str):
