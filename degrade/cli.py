@@ -29,6 +29,7 @@ def _codes(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from degrade.store.cli import add_parser as add_runs_parser, add_store_flags
     from degrade.demo import DEFAULT_FAULT, FAULTS
     p = argparse.ArgumentParser(prog="degrade", description="Find the layer where your trained "
                                 "transformer degrades: observation, reachability, instantiation, perception.",
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory one check may add before it is failed (default: 90%% of what is "
                    "available when the diagnosis starts; 0 for no cap)")
 
+    add_store_flags(d)
+
     c = sub.add_parser("checks", help="list the checks, or print one's documentation")
     c.add_argument("code", nargs="?")
 
@@ -91,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--output-dir", default="degrade-demo", help="where the demo run and report go")
     m.add_argument("--fault", default=DEFAULT_FAULT, help=f"which fault to inject: {', '.join(FAULTS)}")
 
+    add_runs_parser(sub)
     from degrade.bench.cli import add_parser as add_bench_parser
     add_bench_parser(sub)
 
@@ -150,7 +154,7 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     return {"diagnose": _diagnose, "checks": _checks, "report": _report, "demo": _demo, "bench": _bench,
-            "compare": _compare, "learning-curve": _learning_curve}[args.command](args)
+            "compare": _compare, "learning-curve": _learning_curve, "runs": _runs}[args.command](args)
 
 
 def _say(line: str) -> None:
@@ -192,7 +196,16 @@ def _diagnose(args) -> int:
                      check_memory=_check_memory(args.check_memory))
     d.total_seconds = max(d.total_seconds, time.perf_counter() - _STARTED[0])  # imports and loading too
     _emit(d, args.format, args.output, 0 if args.quiet else 2 if args.verbose else 1)
+    from degrade.config import load_config
+    from degrade.store.cli import store_diagnosis
+    store_diagnosis(d, args, load_config())
     return d.exit_code_for(args.fail_on)
+
+
+def _runs(args) -> int:
+    from degrade.config import load_config
+    from degrade.store.cli import runs
+    return runs(args, load_config())
 
 
 def _check_memory(gb: float | None) -> float | None:

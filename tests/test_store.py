@@ -1,0 +1,118 @@
+"""The experiment store (issue 17, item 1): every `degrade diagnose` lands as one row of a real
+SQLite file, two writers at once both land, an older schema is migrated (findings backfilled from
+the stored JSON), and a store that cannot be used costs one stderr line, never the diagnosis."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+import pytest
+
+from degrade.store import SqliteStore, StoreError
+
+
+def _history_run(folder, drop: float = 0.5):
+    """A history-only Trainer run: train loss falling, eval loss logged every 10 steps."""
+    folder.mkdir(parents=True)
+    logs = [{"step": s, "loss": 3.0 - drop * s / 100, "learning_rate": 1e-3} for s in range(5, 101, 5)]
+    logs += [{"step": s, "eval_loss": 3.1 - drop * s / 100} for s in range(10, 101, 10)]
+    (folder / "trainer_state.json").write_text(json.dumps(
+        {"global_step": 100, "max_steps": 100, "log_history": sorted(logs, key=lambda r: r["step"])}))
+    return folder
+
+
+def _cli(argv):
+    from conftest import run_cli
+    r = run_cli(argv)
+    return r.code, r.stdout, r.stderr
+
+
+def _diagnose(run_dir, *extra):
+    return _cli(["diagnose", str(run_dir), "--format", "json", *extra])
+
+
+def test_a_diagnosis_is_stored_and_listed(tmp_path):
+    store = tmp_path / "runs.db"
+    for name, drop in (("a", 0.5), ("b", 2.0)):
+        code, out, err = _diagnose(_history_run(tmp_path / name, drop), "--store", str(store))
+        assert json.loads(out)["verdict"] and "not stored" not in err
+    code, out, _ = _cli(["runs", "list", "--store", str(store), "--format", "json"])
+    rows = json.loads(out)
+    assert code == 0 and [r["run_path"].rsplit("/", 1)[-1] for r in rows] == ["b", "a"]  # newest first
+    assert rows[0]["params"]["trainer.max_steps"] == 100 and len(rows[0]["run_fingerprint"]) == 16
+    assert rows[0]["run_fingerprint"] != rows[1]["run_fingerprint"]
+    code, out, _ = _cli(["runs", "show", str(rows[0]["id"]), "--store", str(store)])
+    shown = json.loads(out)
+    assert shown["diagnosis"]["verdict"]["layer"] == rows[0]["verdict_layer"]
+    codes = {f["code"] for f in shown["diagnosis"]["findings"]}
+    if codes:
+        code_ = sorted(codes)[0]
+        _, out, _ = _cli(["runs", "list", "--store", str(store), "--code", code_, "--format", "json"])
+        assert rows[0]["id"] in [r["id"] for r in json.loads(out)]
+
+
+def _row(i: int) -> dict:
+    return {"created": "2026-12-05T00:00:00+00:00", "run_path": f"/runs/{i}", "run_fingerprint": f"{i:016x}",
+            "generator": {}, "params": {"lr": i}, "data": {}, "metrics": {}, "verdict_layer": "none",
+            "verdict_confidence": 0.9, "headline": "", "degrade_version": "test",
+            "diagnosis": {"findings": [{"code": "R201", "severity": "warning", "layer": "reachability",
+                                        "confidence": 0.5}]}}
+
+
+def _write_many(path: str, start: int) -> None:
+    store = SqliteStore(path)
+    for i in range(start, start + 25):
+        store.record(_row(i))
+    store.close()
+
+
+def test_two_writers_at_once_both_land(tmp_path):
+    path = str(tmp_path / "runs.db")
+    SqliteStore(path).close()  # created (and migrated) before the race
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_many, args=(path, k * 100)) for k in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    store = SqliteStore(path)
+    assert len(store.rows()) == 50 and len(store.rows(code="R201")) == 50
+
+
+def test_an_older_schema_is_migrated(tmp_path):
+    path = tmp_path / "runs.db"
+    old = SqliteStore(path, upto=1)  # what the first release wrote: no findings table
+    assert old.version() == 1
+    row = _row(7)
+    old.db.execute("INSERT INTO diagnoses (created, run_path, run_fingerprint, generator, params, data, metrics, "
+                   "verdict_layer, verdict_confidence, headline, degrade_version, diagnosis) VALUES "
+                   "(?, ?, ?, '{}', '{}', '{}', '{}', ?, ?, '', 'old', ?)",
+                   (row["created"], row["run_path"], row["run_fingerprint"], "none", 0.9,
+                    json.dumps(row["diagnosis"])))
+    old.close()
+    new = SqliteStore(path)
+    assert new.version() == 2
+    assert [r["run_path"] for r in new.rows(code="R201", severity="warning")] == ["/runs/7"]  # backfilled
+
+
+def test_an_unusable_store_costs_one_line_not_the_diagnosis(tmp_path):
+    bad = tmp_path / "runs.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    code, out, err = _diagnose(_history_run(tmp_path / "a"), "--store", str(bad))
+    assert json.loads(out)["verdict"] and code in (0, 1, 3)
+    lines = [ln for ln in err.splitlines() if "not stored" in ln]
+    assert len(lines) == 1 and "runs.db" in lines[0] and "not a degrade store" in lines[0]
+    code, out, err = _cli(["runs", "list", "--store", str(bad)])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "runs.db" in err
+    with pytest.raises(StoreError):
+        SqliteStore(bad)
+
+
+def test_no_store_and_never_inside_the_run_dir(tmp_path, monkeypatch):
+    run = _history_run(tmp_path / "a")
+    code, out, err = _diagnose(run, "--no-store")
+    assert not (run / ".degrade").exists() and "not stored" not in err
+    monkeypatch.chdir(run)  # the default store would be run/.degrade/runs.db
+    code, out, err = _diagnose(run)
+    assert not (run / ".degrade").exists() and "inside the run dir" in err
