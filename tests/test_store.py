@@ -116,3 +116,47 @@ def test_no_store_and_never_inside_the_run_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(run)  # the default store would be run/.degrade/runs.db
     code, out, err = _diagnose(run)
     assert not (run / ".degrade").exists() and "inside the run dir" in err
+
+
+def _sweep_store(path):
+    """Four runs of a learning-rate sweep, one of them trained twice, one from a dirty checkout."""
+    store = SqliteStore(path)
+    for i, (lr, loss, dirty) in enumerate([(1e-3, 1.00, False), (1e-3, 1.01, False), (3e-3, 0.80, False),
+                                           (1e-2, 2.50, True)]):
+        row = _row(i)
+        row.update(params={"lr": lr, "seed": 0}, generator={"git_commit": "abc", "git_dirty": dirty},
+                   metrics={"loss": {"value": loss, "se": 0.01}}, verdict_layer="none" if loss < 2 else "reachability")
+        store.record(row)
+    store.close()
+
+
+def test_the_table_has_one_row_per_run_with_its_params(tmp_path):
+    path = tmp_path / "runs.db"
+    _sweep_store(path)
+    code, out, _ = _cli(["runs", "table", "--store", str(path), "--format", "json"])
+    t = json.loads(out)
+    assert code == 0 and t["columns"] == ["id", "run", "lr", "loss", "se", "verdict", "dirty"]  # seed is constant
+    assert [(r["lr"], r["loss"], r["verdict"], r["dirty"]) for r in t["rows"]] == [
+        (1e-2, 2.5, "reachability", True), (3e-3, 0.8, "none", False), (1e-3, 1.01, "none", False),
+        (1e-3, 1.0, "none", False)]
+    code, out, _ = _cli(["runs", "table", "--store", str(path), "--by", "lr,seed"])
+    assert "lr" in out.splitlines()[0] and "seed" in out.splitlines()[0] and "dirty checkout" in out
+
+
+def test_repro_flags_identical_runs_that_disagree(tmp_path):
+    path = tmp_path / "runs.db"
+    _sweep_store(path)
+    ids = {r["run_path"]: r["id"] for r in SqliteStore(path).rows()}
+    code, out, _ = _cli(["runs", "repro", str(ids["/runs/0"]), str(ids["/runs/1"]), "--store", str(path)])
+    r = json.loads(out)
+    assert r["comparable"] and r["metrics"]["loss"]["z"] == pytest.approx(0.71, abs=0.01) and r["reproduced"]
+    store = SqliteStore(path)
+    row = _row(9)
+    row.update(params={"lr": 1e-3, "seed": 0}, generator={"git_commit": "abc", "git_dirty": False},
+               metrics={"loss": {"value": 1.2, "se": 0.01}})
+    rid = store.record(row)
+    code, out, _ = _cli(["runs", "repro", str(ids["/runs/0"]), str(rid), "--store", str(path)])
+    r = json.loads(out)
+    assert code == 1 and r["comparable"] and not r["reproduced"] and r["metrics"]["loss"]["z"] > 10
+    code, out, _ = _cli(["runs", "repro", str(ids["/runs/0"]), str(ids["/runs/2"]), "--store", str(path)])
+    assert code == 0 and json.loads(out)["same"]["params"] is False  # another lr: not a repro question

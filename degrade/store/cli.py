@@ -12,12 +12,19 @@ def add_store_flags(d) -> None:
 
 
 def add_parser(sub) -> None:
-    r = sub.add_parser("runs", help="the stored diagnoses: list, show")
+    r = sub.add_parser("runs", help="the stored diagnoses: list, show, table, repro")
     rs = r.add_subparsers(dest="runs_command", required=True)
     lst = rs.add_parser("list", help="one line per stored diagnosis, newest first")
     show = rs.add_parser("show", help="one stored diagnosis in full (JSON)")
     show.add_argument("id", type=int)
-    for p in (lst, show):
+    tab = rs.add_parser("table", help="one row per run: its params, the metric +- SE, the verdict")
+    tab.add_argument("--by", help="comma-separated params as columns (default: those that vary)")
+    tab.add_argument("--metric", default="loss", help="the logged metric to show (default: loss)")
+    tab.add_argument("--format", choices=("text", "json"), default="text")
+    rep = rs.add_parser("repro", help="do two stored runs of one generator, params and data agree?")
+    rep.add_argument("a", type=int)
+    rep.add_argument("b", type=int)
+    for p in (lst, show, tab, rep):
         p.add_argument("--store", metavar="PATH", help="the store to read (default as for diagnose)")
     lst.add_argument("--verdict", help="only this verdict layer (observation, reachability, ..., none)")
     lst.add_argument("--code", help="only diagnoses with a finding of this code")
@@ -45,20 +52,48 @@ def runs(args, config: dict) -> int:
     from degrade.store import open_store
     store = open_store(args.store or config.get("store"))
     try:
-        if args.runs_command == "show":
-            row = store.get(args.id)
-            if row is None:
-                print(f"degrade: no stored diagnosis {args.id} in {store.path}", file=sys.stderr)
-                return 2
-            sys.stdout.write(json.dumps(row, indent=2) + "\n")
-            return 0
-        rows = store.rows(verdict=args.verdict, code=args.code, severity=args.severity)
-        if args.format == "json":
-            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-            return 0
-        for r in rows:
-            conf = f"{r['verdict_confidence']:.2f}" if r["verdict_confidence"] is not None else "-"
-            print(f"{r['id']:>5}  {r['created']}  {r['verdict_layer']:<14} {conf:>5}  {r['run_path']}")
-        return 0
+        return _COMMANDS[args.runs_command](store, args)
     finally:
         store.close()
+
+
+def _show(store, args) -> int:
+    row = store.get(args.id)
+    if row is None:
+        print(f"degrade: no stored diagnosis {args.id} in {store.path}", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(row, indent=2) + "\n")
+    return 0
+
+
+def _list(store, args) -> int:
+    rows = store.rows(verdict=args.verdict, code=args.code, severity=args.severity)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return 0
+    for r in rows:
+        conf = f"{r['verdict_confidence']:.2f}" if r["verdict_confidence"] is not None else "-"
+        dirty = "*" if r["generator"].get("git_dirty") else " "
+        print(f"{r['id']:>5}{dirty} {r['created']}  {r['verdict_layer']:<14} {conf:>5}  {r['run_path']}")
+    return 0
+
+
+def _table(store, args) -> int:
+    from degrade.store.table import render, table
+    t = table(store.rows(), [c.strip() for c in args.by.split(",")] if args.by else None, args.metric)
+    sys.stdout.write((json.dumps(t, indent=2) if args.format == "json" else render(t)) + "\n")
+    return 0
+
+
+def _repro(store, args) -> int:
+    from degrade.store.table import repro
+    a, b = store.get(args.a), store.get(args.b)
+    if a is None or b is None:
+        print(f"degrade: no stored diagnosis {args.a if a is None else args.b} in {store.path}", file=sys.stderr)
+        return 2
+    result = repro(a, b)
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    return 0 if result["reproduced"] or not result["comparable"] else 1
+
+
+_COMMANDS = {"list": _list, "show": _show, "table": _table, "repro": _repro}

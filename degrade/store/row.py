@@ -83,16 +83,20 @@ def _data(run, manifest: dict) -> dict[str, Any]:
 
 
 def _metrics(doc: dict) -> dict[str, Any]:
-    """The logged and re-observed eval numbers (O101) and their error bars (O102), when measured."""
+    """The logged and re-observed eval numbers (O101), and each logged metric of the main eval set
+    with its standard error and 95% CI (O102), when measured."""
     out: dict[str, Any] = {}
     for f in doc["findings"]:
         ev = f.get("evidence") or {}
         if f["code"] == "O101":
             for k in ("logged_loss", "recomputed_loss_token_mean", "logged_accuracy", "recomputed_accuracy",
-                      "loss_se_of_comparison", "record_step"):
+                      "record_step"):
                 if k in ev:
                     out[k] = ev[k]
-        if f["code"] == "O102":
-            out.update({f"o102.{k}": v for k, v in ev.items() if isinstance(v, (int, float, list))
-                        and ("ci" in k or "se" in k or "metric" in k)})
+        if f["code"] == "O102" and isinstance(ev.get("sets"), dict) and ev["sets"]:
+            name, main = next(iter(ev["sets"].items()))
+            out["eval_set"] = name
+            for metric, m in (main.get("metrics") or {}).items():
+                if isinstance(m, dict) and "value" in m:
+                    out[metric] = {k: m.get(k) for k in ("value", "se", "ci95", "step")}
     return out

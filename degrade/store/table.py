@@ -1,0 +1,73 @@
+"""Reading the store across runs: seed 003's table (one row per run, its params as columns, the
+metric with its error bar, the verdict) and its reproducibility test (two runs of one generator,
+params and data must agree within their error bars)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+REPRO_Z = 3.0  # standard errors of the difference beyond which two identical runs disagree (3-sigma)
+
+
+def latest_per_run(rows: list[dict]) -> list[dict]:
+    """The newest stored diagnosis of each run (rows come newest first)."""
+    seen, out = set(), []
+    for r in rows:
+        if r["run_fingerprint"] not in seen:
+            seen.add(r["run_fingerprint"])
+            out.append(r)
+    return out
+
+
+def varying_params(rows: list[dict]) -> list[str]:
+    """The params whose values differ between the runs: the table's default columns."""
+    keys = sorted({k for r in rows for k in r["params"]})
+    return [k for k in keys if len({repr(r["params"].get(k)) for r in rows}) > 1]
+
+
+def metric_of(row: dict, name: str) -> tuple[float | None, float | None]:
+    m = row["metrics"].get(name)
+    if isinstance(m, dict):
+        return m.get("value"), m.get("se")
+    return (m, None) if isinstance(m, (int, float)) else (None, None)
+
+
+def table(rows: list[dict], by: list[str] | None, metric: str) -> dict[str, Any]:
+    runs = latest_per_run(rows)
+    cols = by or varying_params(runs)
+    out = []
+    for r in runs:
+        value, se = metric_of(r, metric)
+        out.append({"id": r["id"], "run": r["run_path"], **{c: r["params"].get(c) for c in cols},
+                    metric: value, "se": se, "verdict": r["verdict_layer"],
+                    "dirty": bool(r["generator"].get("git_dirty"))})
+    return {"columns": ["id", "run", *cols, metric, "se", "verdict", "dirty"], "rows": out}
+
+
+def render(t: dict) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "*" if v is True else "" if v in (None, False) else str(v)
+    rows = [[cell(r[c]) for c in t["columns"]] for r in t["rows"]]
+    widths = [max(len(c), *(len(x[i]) for x in rows)) if rows else len(c) for i, c in enumerate(t["columns"])]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(t["columns"], widths))]
+    lines += ["  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines) + ("\n* trained from a dirty checkout: its generator is not a commit" if any(
+        r["dirty"] for r in t["rows"]) else "")
+
+
+def repro(a: dict, b: dict) -> dict[str, Any]:
+    """Do two stored runs share generator, params and data, and do their metrics agree?"""
+    same = {part: a[part] == b[part] for part in ("generator", "params", "data")}
+    metrics = {}
+    for name in sorted(set(a["metrics"]) & set(b["metrics"])):
+        (va, sa), (vb, sb) = metric_of(a, name), metric_of(b, name)
+        if va is None or vb is None or not sa or not sb:
+            continue
+        z = abs(va - vb) / math.sqrt(sa ** 2 + sb ** 2)
+        metrics[name] = {"a": va, "b": vb, "se_a": sa, "se_b": sb, "z": round(z, 2), "agree": z <= REPRO_Z}
+    comparable = all(same.values())
+    return {"same": same, "comparable": comparable, "metrics": metrics,
+            "dirty": [r["id"] for r in (a, b) if r["generator"].get("git_dirty")],
+            "reproduced": comparable and bool(metrics) and all(m["agree"] for m in metrics.values())}
