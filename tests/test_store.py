@@ -160,3 +160,20 @@ def test_repro_flags_identical_runs_that_disagree(tmp_path):
     assert code == 1 and r["comparable"] and not r["reproduced"] and r["metrics"]["loss"]["z"] > 10
     code, out, _ = _cli(["runs", "repro", str(ids["/runs/0"]), str(ids["/runs/2"]), "--store", str(path)])
     assert code == 0 and json.loads(out)["same"]["params"] is False  # another lr: not a repro question
+
+
+def test_sweep_names_the_parameter_that_moves_the_metric(tmp_path):
+    """A 2 x 2 grid (learning rate x data size): data size moves the loss by 30 SE, the learning
+    rate by 1 SE; the small-data runs are read as a reachability problem, the large ones as clean."""
+    store = SqliteStore(tmp_path / "runs.db")
+    for i, (lr, n) in enumerate([(1e-3, 100), (3e-3, 100), (1e-3, 1000), (3e-3, 1000)]):
+        row = _row(i)
+        loss = (1.5 if n == 100 else 1.0) + (0.01 if lr == 3e-3 else 0.0)
+        row.update(params={"lr": lr, "n_train": n}, metrics={"loss": {"value": loss, "se": 0.01}},
+                   verdict_layer="reachability" if n == 100 else "none")
+        store.record(row)
+    store.close()
+    code, out, _ = _cli(["runs", "sweep", "--store", str(tmp_path / "runs.db")])
+    lines = {ln.split(":")[0]: ln for ln in out.splitlines()}
+    assert code == 0 and "moves the metric and the verdict" in lines["n_train"]
+    assert "moves nothing beyond noise" in lines["lr"] and "2 pair(s)" in lines["lr"]

@@ -12,7 +12,7 @@ def add_store_flags(d) -> None:
 
 
 def add_parser(sub) -> None:
-    r = sub.add_parser("runs", help="the stored diagnoses: list, show, table, repro")
+    r = sub.add_parser("runs", help="the stored diagnoses: list, show, table, sweep, repro")
     rs = r.add_subparsers(dest="runs_command", required=True)
     lst = rs.add_parser("list", help="one line per stored diagnosis, newest first")
     show = rs.add_parser("show", help="one stored diagnosis in full (JSON)")
@@ -21,10 +21,12 @@ def add_parser(sub) -> None:
     tab.add_argument("--by", help="comma-separated params as columns (default: those that vary)")
     tab.add_argument("--metric", default="loss", help="the logged metric to show (default: loss)")
     tab.add_argument("--format", choices=("text", "json"), default="text")
+    swp = rs.add_parser("sweep", help="which parameter moves the metric or the verdict beyond noise")
+    swp.add_argument("--metric", default="loss", help="the logged metric to compare (default: loss)")
     rep = rs.add_parser("repro", help="do two stored runs of one generator, params and data agree?")
     rep.add_argument("a", type=int)
     rep.add_argument("b", type=int)
-    for p in (lst, show, tab, rep):
+    for p in (lst, show, tab, swp, rep):
         p.add_argument("--store", metavar="PATH", help="the store to read (default as for diagnose)")
     lst.add_argument("--verdict", help="only this verdict layer (observation, reachability, ..., none)")
     lst.add_argument("--code", help="only diagnoses with a finding of this code")
@@ -85,6 +87,17 @@ def _table(store, args) -> int:
     return 0
 
 
+def _sweep(store, args) -> int:
+    from degrade.store.table import sweep
+    result = sweep(store.rows(), args.metric)
+    for name, v in result["params"].items():
+        moves = [w for w, yes in (("the metric", v["moves_metric"]), ("the verdict", v["moves_verdict"])) if yes]
+        z = f"max {v['max_z']:.1f} SE" if v["max_z"] is not None else "no error bars"
+        print(f"{name}: {v['pairs']} pair(s) differing in it alone, {z}; "
+              + ("moves " + " and ".join(moves) if moves else "moves nothing beyond noise"))
+    return 0
+
+
 def _repro(store, args) -> int:
     from degrade.store.table import repro
     a, b = store.get(args.a), store.get(args.b)
@@ -96,4 +109,4 @@ def _repro(store, args) -> int:
     return 0 if result["reproduced"] or not result["comparable"] else 1
 
 
-_COMMANDS = {"list": _list, "show": _show, "table": _table, "repro": _repro}
+_COMMANDS = {"list": _list, "show": _show, "table": _table, "sweep": _sweep, "repro": _repro}

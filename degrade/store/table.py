@@ -71,3 +71,30 @@ def repro(a: dict, b: dict) -> dict[str, Any]:
     return {"same": same, "comparable": comparable, "metrics": metrics,
             "dirty": [r["id"] for r in (a, b) if r["generator"].get("git_dirty")],
             "reproduced": comparable and bool(metrics) and all(m["agree"] for m in metrics.values())}
+
+
+def sweep(rows: list[dict], metric: str) -> dict[str, Any]:
+    """Which parameter moves the metric or the verdict: for each varying param, every pair of runs
+    that differ in that param alone (all other params equal, as in a grid sweep), the metric's
+    difference in standard errors (beyond REPRO_Z: beyond noise) and whether the verdict changed."""
+    runs = latest_per_run(rows)
+    params = varying_params(runs)
+    out: dict[str, Any] = {}
+    for p in params:
+        others = [q for q in params if q != p]
+        pairs = []
+        for i, a in enumerate(runs):
+            for b in runs[i + 1:]:
+                if a["params"].get(p) == b["params"].get(p) or any(
+                        a["params"].get(q) != b["params"].get(q) for q in others):
+                    continue
+                (va, sa), (vb, sb) = metric_of(a, metric), metric_of(b, metric)
+                z = (abs(va - vb) / math.sqrt(sa ** 2 + sb ** 2)) if None not in (va, vb) and sa and sb else None
+                pairs.append({"a": a["id"], "b": b["id"], "values": [a["params"].get(p), b["params"].get(p)],
+                              metric: [va, vb], "z": None if z is None else round(z, 2),
+                              "verdicts": [a["verdict_layer"], b["verdict_layer"]]})
+        zs = [x["z"] for x in pairs if x["z"] is not None]
+        out[p] = {"pairs": len(pairs), "max_z": max(zs) if zs else None,
+                  "moves_metric": bool(zs) and max(zs) > REPRO_Z,
+                  "moves_verdict": any(x["verdicts"][0] != x["verdicts"][1] for x in pairs), "detail": pairs}
+    return {"metric": metric, "runs": len(runs), "params": out}
