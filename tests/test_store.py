@@ -177,3 +177,17 @@ def test_sweep_names_the_parameter_that_moves_the_metric(tmp_path):
     lines = {ln.split(":")[0]: ln for ln in out.splitlines()}
     assert code == 0 and "moves the metric and the verdict" in lines["n_train"]
     assert "moves nothing beyond noise" in lines["lr"] and "2 pair(s)" in lines["lr"]
+
+
+def test_list_filters_by_param_and_date_and_sorts_by_metric(tmp_path):
+    path = tmp_path / "runs.db"
+    _sweep_store(path)
+    ids = {r["run_path"]: r["id"] for r in SqliteStore(path).rows()}
+    code, out, _ = _cli(["runs", "list", "--store", str(path), "--param", "lr=1e-3", "--format", "json"])
+    assert code == 0 and sorted(r["run_path"] for r in json.loads(out)) == ["/runs/0", "/runs/1"]
+    code, out, _ = _cli(["runs", "list", "--store", str(path), "--sort", "loss", "--format", "json"])
+    assert [r["id"] for r in json.loads(out)] == [ids[p] for p in ("/runs/2", "/runs/0", "/runs/1", "/runs/3")]
+    code, out, _ = _cli(["runs", "list", "--store", str(path), "--since", "2027-01-01", "--format", "json"])
+    assert json.loads(out) == []
+    code, _, err = _cli(["runs", "list", "--store", str(path), "--param", "lr"])
+    assert code == 2 and "KEY=VALUE" in err

@@ -31,6 +31,10 @@ def add_parser(sub) -> None:
     lst.add_argument("--verdict", help="only this verdict layer (observation, reachability, ..., none)")
     lst.add_argument("--code", help="only diagnoses with a finding of this code")
     lst.add_argument("--severity", choices=("error", "warning", "info"), help="with --code: of this severity")
+    lst.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="only runs with this param value (repeatable), e.g. params.lr=0.001")
+    lst.add_argument("--since", metavar="DATE", help="only diagnoses stored on or after this ISO date")
+    lst.add_argument("--sort", metavar="METRIC", help="sort by this stored metric, lowest first")
     lst.add_argument("--format", choices=("text", "json"), default="text")
 
 
@@ -69,7 +73,15 @@ def _show(store, args) -> int:
 
 
 def _list(store, args) -> int:
-    rows = store.rows(verdict=args.verdict, code=args.code, severity=args.severity)
+    from degrade.errors import InputError
+    from degrade.store.table import metric_of
+    bad = [p for p in args.param if "=" not in p]
+    if bad:
+        raise InputError(None, f"--param {bad[0]}: expected KEY=VALUE")
+    rows = store.rows(verdict=args.verdict, code=args.code, severity=args.severity, since=args.since,
+                      params=dict(p.split("=", 1) for p in args.param))
+    if args.sort:  # runs without the metric last
+        rows.sort(key=lambda r: (metric_of(r, args.sort)[0] is None, metric_of(r, args.sort)[0] or 0.0))
     if args.format == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0

@@ -130,10 +130,18 @@ class SqliteStore:
             raise StoreError(self.path, _problem(e)) from None
         return rid
 
-    def rows(self, *, verdict: str | None = None, code: str | None = None,
-             severity: str | None = None) -> list[dict[str, Any]]:
-        """Stored diagnoses, newest first, without their diagnosis JSON."""
+    def rows(self, *, verdict: str | None = None, code: str | None = None, severity: str | None = None,
+             since: str | None = None, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Stored diagnoses, newest first, without their diagnosis JSON: with this verdict, a finding
+        of this code (and severity), stored on or after `since` (an ISO date), with these params
+        (a value that reads as a number is compared as one: lr=1e-3 matches 0.001)."""
         where, args = [], []
+        if since:
+            where.append("created >= ?")
+            args.append(since)
+        for key, value in (params or {}).items():
+            where.append("json_extract(params, ?) = ?")
+            args += ['$."' + key.replace('"', '') + '"', _typed(value)]
         if verdict:
             where.append("verdict_layer = ?")
             args.append(verdict)
@@ -173,6 +181,13 @@ class SqliteStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _typed(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return {"true": 1, "false": 0}.get(value.lower(), value)
 
 
 def _problem(e: sqlite3.Error) -> str:
