@@ -42,6 +42,14 @@ def read_config(path: Path, root: Path | None = None) -> dict[str, Any]:
     return doc
 
 
+def eos_token_ids(config: dict | None) -> set[int]:
+    """config.json's eos_token_id, an int or a list of them (Llama 3 names several)."""
+    eos = (config or {}).get("eos_token_id")
+    if isinstance(eos, int):
+        return {eos}
+    return {e for e in eos if isinstance(e, int)} if isinstance(eos, list) else set()
+
+
 def validate_config(doc: dict, path: Path, at: tuple = (), depth: int = 0) -> None:
     for key, kind in (("model_type", str), ("architectures", list), ("auto_map", dict)):
         v = doc.get(key)

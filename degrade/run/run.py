@@ -200,6 +200,14 @@ class Run:
             return self.manifest["params"]
         return self.config or FrozenDict()
 
+    def recorded_arg(self, key: str) -> Any:
+        """A training setting the recorder kept (its params, then the Trainer's arguments), or None."""
+        for block in ("params", "training_args"):
+            value = ((self.manifest or {}).get(block) or {}).get(key)
+            if value is not None:
+                return value
+        return None
+
     def _run_config_path(self, checkpoint: Checkpoint) -> Path:
         """The file run_config came from, for messages about it."""
         if self.manifest and isinstance(self.manifest.get("params"), dict) and self.native_dir:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -96,16 +97,16 @@ class SqliteStore:
                             self.db.execute(statement)
                     self.db.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
 
+    @contextmanager
     def _transaction(self):
-        db = self
-
-        class _Tx:
-            def __enter__(self):
-                db.db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, kind, *rest):
-                db.db.execute("COMMIT" if kind is None else "ROLLBACK")
-        return _Tx()
+        """The write lock from the start (BEGIN IMMEDIATE): a second writer waits, never deadlocks."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def record(self, row: dict[str, Any]) -> int:
         """Store one diagnosis (row.py's row) atomically; returns its id."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from degrade.check import Check, CheckSkipped
+from degrade.inputs.model_config import eos_token_ids
 from degrade.layers import Layer
 from degrade.option import Option
 from degrade.run.data import IGNORE_INDEX
@@ -41,8 +42,7 @@ class EosNeverATarget(Check):
     )
 
     def run(self, run):
-        eos = (run.config or {}).get("eos_token_id")
-        ids = {eos} if isinstance(eos, int) else {e for e in eos if isinstance(e, int)} if isinstance(eos, list) else set()
+        ids = eos_token_ids(run.config)
         if not ids:
             raise CheckSkipped("config.json names no eos_token_id")
         data = run.train_data

@@ -185,12 +185,9 @@ def low_precision(run, dtype: torch.dtype) -> tuple[torch.dtype | None, str]:
     for key in ("dtype", "torch_dtype"):
         if str(cfg.get(key)).removeprefix("torch.") in ("float16", "bfloat16"):
             return _HALF[str(cfg[key]).removeprefix("torch.")], f"config.json {key}"
-    manifest = run.manifest if isinstance(run.manifest, Mapping) else {}
-    for part in ("params", "training_args"):
-        args = manifest.get(part)
-        for key in ("bf16", "fp16"):
-            if isinstance(args, Mapping) and args.get(key) is True:
-                return _HALF[key], f"the recorded training arguments ({key}=True)"
+    for key in ("bf16", "fp16"):
+        if run.recorded_arg(key) is True:
+            return _HALF[key], f"the recorded training arguments ({key}=True)"
     return None, ""
 
 

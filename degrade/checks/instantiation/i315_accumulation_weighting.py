@@ -84,7 +84,7 @@ class AccumulationWeighting(Check):
         ev: dict[str, Any] = {"micro_batches_per_step": m, "micro_batches_from": how}
         if m < 2:
             return []
-        batch = int(_param(run, "per_device_train_batch_size") or run.history.meta.get("train_batch_size") or 0)
+        batch = int(run.recorded_arg("per_device_train_batch_size") or run.history.meta.get("train_batch_size") or 0)
         counts = np.asarray([_targets(run.train_data, i) for i in range(len(run.train_data))], dtype=float)
         if batch >= 1 and counts.sum() > 0:
             ev.update(_mis_weighting(counts, m, batch, int(self.opts["steps"]), run.options.seed))
@@ -145,16 +145,8 @@ class AccumulationWeighting(Check):
         return ratio, se / own
 
 
-def _param(run, key: str):
-    for block in ("params", "training_args"):
-        v = ((run.manifest or {}).get(block) or {}).get(key)
-        if v is not None:
-            return v
-    return None
-
-
 def _micro_batches(run, tolerance: float) -> tuple[int | None, str]:
-    recorded = _param(run, "gradient_accumulation_steps")
+    recorded = run.recorded_arg("gradient_accumulation_steps")
     if isinstance(recorded, int) and recorded >= 1:
         return recorded, "training_args gradient_accumulation_steps"
     meta = run.history.meta
