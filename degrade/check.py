@@ -38,6 +38,10 @@ class Check:
     # Reads a trained model's behaviour: skipped while the model has not learned the task
     # (degrade/learned.py; DESIGN.md §1, preconditions before blame).
     requires_learning: ClassVar[bool] = False
+    # Compares two forwards of the model (a perturbation and its reference): skipped when the
+    # model's eval mode is not deterministic, whose comparison would read its own noise
+    # (degrade/engine/determinism.py).
+    compares_forwards: ClassVar[bool] = False
     # The tasks (run/tasks.py) whose data and model the check reads correctly. A check that reads
     # the model or the data is skipped on another task's run ("not adapted to ... yet") rather
     # than read a seq2seq target as a classifier's label; history checks are not gated.

@@ -19,7 +19,8 @@ from typing import Any
 from degrade.layers import Layer
 from degrade.option import Option, declared, defaults
 
-_ATTRS = ("code", "name", "layer", "needs", "options", "publishes_axes", "probes", "requires_learning", "tasks")
+_ATTRS = ("code", "name", "layer", "needs", "options", "publishes_axes", "probes", "requires_learning", "tasks",
+          "compares_forwards")
 DEFAULT_TASKS = frozenset({"causal-lm", "sequence-classification"})  # check.py: Check.tasks
 
 
@@ -39,6 +40,7 @@ class CheckSpec:
     option_list: tuple = field(default=(), hash=False, compare=False)  # the Option declarations
     requires_learning: bool = False
     tasks: frozenset = DEFAULT_TASKS
+    compares_forwards: bool = False
 
     def load(self):
         """The check class (imports its module the first time)."""
@@ -65,7 +67,8 @@ class CheckSpec:
                    int(getattr(check_class, "probes", 0)), check_class.__doc__ or "",
                    check_class.__module__, check_class.__qualname__, check_class,
                    tuple(declared(check_class.options)), bool(getattr(check_class, "requires_learning", False)),
-                   frozenset(getattr(check_class, "tasks", DEFAULT_TASKS)))
+                   frozenset(getattr(check_class, "tasks", DEFAULT_TASKS)),
+                   bool(getattr(check_class, "compares_forwards", False)))
 
 
 def specs_in(path: Path, module: str) -> list[CheckSpec] | None:
@@ -89,7 +92,8 @@ def specs_in(path: Path, module: str) -> list[CheckSpec] | None:
                              attrs.get("probes", 0), ast.get_docstring(node, clean=False) or "",
                              module, node.name, option_list=tuple(declared(options)),
                              requires_learning=attrs.get("requires_learning", False),
-                             tasks=frozenset(attrs.get("tasks", DEFAULT_TASKS))))
+                             tasks=frozenset(attrs.get("tasks", DEFAULT_TASKS)),
+                             compares_forwards=attrs.get("compares_forwards", False)))
     return out
 
 

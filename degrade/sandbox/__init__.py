@@ -96,6 +96,10 @@ def _run_in_thread(run, check: Check, limits: Limits, capture: OutputCapture, re
                 box["stage"] = "precondition"
                 from degrade.learned import require
                 require(run)
+            if getattr(check, "compares_forwards", False):  # a measurement's validity: always
+                box["stage"] = "precondition"
+                from degrade.engine.determinism import require_deterministic
+                require_deterministic(run)
             box["before"] = state_of(run)  # after the load: what the check itself must not change
             box["stage"] = "run"
             box["returned"] = check.run(RunView(run, context))

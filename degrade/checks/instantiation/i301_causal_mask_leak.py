@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
-from degrade.engine.determinism import require_deterministic
 from degrade.engine.batching import probe_length
 from degrade.layers import Layer
 from degrade.option import Option
@@ -49,6 +48,7 @@ class CausalMaskLeak(Check):
     """
 
     code, name, layer = "I301", "causal-mask-leak", Layer.INSTANTIATION
+    compares_forwards = True  # skipped when eval mode is not deterministic (engine/determinism.py)
     needs = frozenset({"model", "eval_data", "decoder"})
     tasks = frozenset({"causal-lm", "seq2seq"})  # seq2seq: the decoder's mask, the source held fixed
     probes = 1
@@ -84,7 +84,6 @@ class CausalMaskLeak(Check):
 
     @torch.no_grad()
     def run(self, run):
-        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         o = self.opts
         model, data = run.model(), run.eval_data
         # a sequence's logits are held four times at most (itself, a variant, their difference)

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
-from degrade.engine.determinism import require_deterministic
 from degrade.engine.batching import probe_length
 from degrade.layers import Layer
 from degrade.option import Option
@@ -69,6 +68,7 @@ class PaddingInvariance(Check):
     """
 
     code, name, layer = "I304", "padding-invariance", Layer.INSTANTIATION
+    compares_forwards = True  # skipped when eval mode is not deterministic (engine/determinism.py)
     needs = frozenset({"model", "eval_data"})
     tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})  # seq2seq: the encoder
     probes = 1
@@ -111,7 +111,6 @@ class PaddingInvariance(Check):
 
     @torch.no_grad()
     def run(self, run):
-        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         o = self.opts
         model, data = run.model(), run.eval_data
         table = _position_table(model)

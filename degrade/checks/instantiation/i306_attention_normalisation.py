@@ -6,7 +6,6 @@ from typing import Any
 import torch
 
 from degrade.check import Check, CheckSkipped
-from degrade.engine.determinism import require_deterministic
 from degrade.layers import Layer
 from degrade.option import Option
 from degrade.probing.components import find_components
@@ -51,6 +50,7 @@ class AttentionNormalisation(Check):
     """
 
     code, name, layer = "I306", "attention-normalisation", Layer.INSTANTIATION
+    compares_forwards = True  # skipped when eval mode is not deterministic (engine/determinism.py)
     needs = frozenset({"model", "eval_data"})
     probes = 1
     options = (
@@ -78,7 +78,6 @@ class AttentionNormalisation(Check):
 
     @torch.no_grad()
     def run(self, run):
-        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         o = self.opts
         model, data = run.model(), run.eval_data
         usable = [i for i, x in enumerate(data.input_ids) if len(x) >= 3]

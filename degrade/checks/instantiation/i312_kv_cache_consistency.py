@@ -6,7 +6,6 @@ from typing import Any
 import torch
 
 from degrade.check import Check, CheckSkipped
-from degrade.engine.determinism import require_deterministic
 from degrade.engine.batching import probe_length
 from degrade.engine.forward import mode
 from degrade.layers import Layer
@@ -52,6 +51,7 @@ class KvCacheConsistency(Check):
     """
 
     code, name, layer = "I312", "kv-cache-consistency", Layer.INSTANTIATION
+    compares_forwards = True  # skipped when eval mode is not deterministic (engine/determinism.py)
     needs = frozenset({"model", "eval_data", "decoder"})
     tasks = frozenset({"causal-lm", "seq2seq"})
     probes = 1
@@ -85,7 +85,6 @@ class KvCacheConsistency(Check):
 
     @torch.no_grad()
     def run(self, run):
-        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         o, model, data = self.opts, run.model(), run.eval_data
         module = model.module
         params = forward_params(module)

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from degrade.check import Check, CheckSkipped
-from degrade.engine.determinism import require_deterministic
 from degrade.engine.forward import forward
 from degrade.layers import Layer
 from degrade.option import Option
@@ -55,6 +54,7 @@ class PrecisionAgreement(Check):
     """
 
     code, name, layer = "I313", "precision-agreement", Layer.INSTANTIATION
+    compares_forwards = True  # skipped when eval mode is not deterministic (engine/determinism.py)
     needs = frozenset({"model", "eval_data"})
     tasks = frozenset({"causal-lm", "sequence-classification", "seq2seq"})
     probes = 2
@@ -99,7 +99,6 @@ class PrecisionAgreement(Check):
 
     @torch.no_grad()
     def run(self, run):
-        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         handle = run.model()
         param = next((p for p in handle.module.parameters() if p.is_floating_point()), None)
         if param is None:

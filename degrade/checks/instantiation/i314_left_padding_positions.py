@@ -6,7 +6,6 @@ from typing import Any
 import torch
 
 from degrade.check import Check, CheckSkipped
-from degrade.engine.determinism import require_deterministic
 from degrade.engine.batching import probe_length
 from degrade.layers import Layer
 from degrade.option import Option
@@ -50,6 +49,7 @@ class LeftPaddingPositions(Check):
     """
 
     code, name, layer = "I314", "left-padding-positions", Layer.INSTANTIATION
+    compares_forwards = True  # skipped when eval mode is not deterministic (engine/determinism.py)
     needs = frozenset({"model", "eval_data"})
     tasks = frozenset({"causal-lm"})
     probes = 1
@@ -76,7 +76,6 @@ class LeftPaddingPositions(Check):
 
     @torch.no_grad()
     def run(self, run):
-        require_deterministic(run)  # a comparison of two forwards of a noisy model reads its noise
         o, model, data = self.opts, run.model(), run.eval_data
         table = model.positions or 10**9
         limit = min(int(o["max_length"]), table // 2, probe_length(model.out_size, 4))
