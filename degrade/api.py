@@ -66,7 +66,8 @@ def diagnose(run_dir: str | Path, *, train_data: str | Path | None = None,
     return Diagnosis(run=run.describe(), verdict=verdict, layers=layers, checks=results,
                      total_seconds=time.perf_counter() - start, curves=_curves(run),
                      model_passes=round(run.meter.passes(), 3) if run.meter.eval_tokens else 0.0,
-                     planned_passes=run.meter.plan)
+                     planned_passes=run.meter.plan,
+                     source=run.detached(keep_data=False))  # its inputs, not its model or data
 
 
 def _curves(run) -> dict[str, Any]:

@@ -25,6 +25,9 @@ class Diagnosis:
     curves: dict[str, Any] = field(default_factory=dict)  # for the HTML report's loss curves
     model_passes: float = 0.0  # model compute spent, in eval passes (engine/meter.py)
     planned_passes: dict[str, float] = field(default_factory=dict)
+    # The Run that was read, without its model and data (a diagnosis kept in a notebook or a
+    # training script must not hold a model): for the store's row; never serialised.
+    source: Any = field(default=None, repr=False, compare=False)
 
     @property
     def findings(self) -> list[Finding]:

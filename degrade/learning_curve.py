@@ -98,7 +98,7 @@ def learning_curve(paths: list[str | Path], sizes: list[float] | None = None,
         points.append(Point(str(p), float(size), size_from, value, step))
     points.sort(key=lambda q: q.size)
     curve = DataCurve(metric, hib, points, confounds=_confounds(runs))
-    _read(curve)
+    read_curve(curve)
     return curve
 
 
@@ -157,7 +157,7 @@ def _local_slope(fit: dict[str, float], D: float) -> float:
     return fit["beta"] * reducible / (fit["E"] + reducible)
 
 
-def _read(curve: DataCurve) -> None:
+def read_curve(curve: DataCurve) -> None:
     D = np.array([p.size for p in curve.points])
     y = np.array([1 - p.value if curve.higher_is_better else p.value for p in curve.points])
     what = f"eval_{curve.metric}" + (" error (1 - value)" if curve.higher_is_better else "")

@@ -92,7 +92,7 @@ def test_an_older_schema_is_migrated(tmp_path):
                     json.dumps(row["diagnosis"])))
     old.close()
     new = SqliteStore(path)
-    assert new.version() == 2
+    assert new.version() == 3 and new.rows()[0]["status"] == "done"
     assert [r["run_path"] for r in new.rows(code="R201", severity="warning")] == ["/runs/7"]  # backfilled
 
 
@@ -170,13 +170,27 @@ def test_sweep_names_the_parameter_that_moves_the_metric(tmp_path):
         row = _row(i)
         loss = (1.5 if n == 100 else 1.0) + (0.01 if lr == 3e-3 else 0.0)
         row.update(params={"lr": lr, "n_train": n}, metrics={"loss": {"value": loss, "se": 0.01}},
-                   verdict_layer="reachability" if n == 100 else "none")
+                   verdict_layer="reachability" if n == 100 else "none", data={"eval.file": "same-eval"})
         store.record(row)
     store.close()
     code, out, _ = _cli(["runs", "sweep", "--store", str(tmp_path / "runs.db")])
     lines = {ln.split(":")[0]: ln for ln in out.splitlines()}
     assert code == 0 and "moves the metric and the verdict" in lines["n_train"]
     assert "moves nothing beyond noise" in lines["lr"] and "2 pair(s)" in lines["lr"]
+
+
+def test_runs_that_share_nothing_known_are_not_a_sweep(tmp_path):
+    """Unrelated runs that log only a few params (no commit, no eval data, no model config in
+    common) would pass for a grid, every param both lack being "equal": no pair is read."""
+    store = SqliteStore(tmp_path / "runs.db")
+    for i, steps in enumerate((1000, 2000)):
+        row = _row(i)
+        row.update(params={"trainer.max_steps": steps}, metrics={"loss": {"value": 1.0 + i, "se": 0.01}},
+                   verdict_layer=("none", "reachability")[i], data={"eval.file": f"eval-{i}"})
+        store.record(row)
+    store.close()
+    code, out, _ = _cli(["runs", "sweep", "--store", str(tmp_path / "runs.db")])
+    assert code == 0 and "not a grid sweep" in out and "moves" not in out
 
 
 def test_list_filters_by_param_and_date_and_sorts_by_metric(tmp_path):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -485,6 +486,10 @@ class Recorder:
 
     def _write_manifest(self) -> None:
         self.manifest["global_step"] = self.global_step
+        if "mlflow_run_id" not in self.manifest:
+            run_id = _active_mlflow_run_id()
+            if run_id:
+                self.manifest["mlflow_run_id"] = run_id
         write_json_atomic(self.dir / MANIFEST, self.manifest)
 
     def _read_manifest(self) -> dict | None:
@@ -493,6 +498,18 @@ class Recorder:
         except (OSError, ValueError):
             return None
         return m if isinstance(m, dict) else None
+
+
+def _active_mlflow_run_id() -> str | None:
+    """The MLflow run this process is logging to (the Trainer's report_to="mlflow" starts one before
+    the callbacks' on_train_begin), so that `degrade diagnose --store mlflow:` can nest its run under
+    it. Only when the training script already imported mlflow: the recorder never imports it."""
+    mlflow = sys.modules.get("mlflow")
+    try:
+        run = mlflow.active_run() if mlflow is not None else None
+        return str(run.info.run_id) if run is not None else None
+    except Exception:  # noqa: BLE001 - a half-imported or odd mlflow: record without the link
+        return None
 
 
 def _truncate_after(path: Path, step: int) -> None:

@@ -37,6 +37,17 @@ def load_diagnosis(path: str | Path) -> Diagnosis:
         raise InputError(path, str(e)) from None
 
 
+def diagnosis_from_dict(doc: Any, where: str = "diagnosis") -> Diagnosis:
+    """A Diagnosis from an already parsed diagnosis document (a stored one, say); InputError
+    naming `where` when it is not one."""
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise InputError(where, f"is not a {SCHEMA} document")
+    try:
+        return _diagnosis(doc)
+    except _Bad as e:
+        raise InputError(where, str(e)) from None
+
+
 def _diagnosis(doc: dict[str, Any]) -> Diagnosis:
     findings = [_finding(f, f"findings[{i}]") for i, f in enumerate(_get(doc, "findings", list))]
     checks = [_check(c, f"checks[{i}]") for i, c in enumerate(_get(doc, "checks", list))]

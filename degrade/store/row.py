@@ -21,10 +21,25 @@ def diagnosis_row(d, run) -> dict[str, Any]:
     return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "run_path": str(Path(run.path).resolve()), "run_fingerprint": run_fingerprint(run),
             "generator": _generator(manifest), "params": _params(run, manifest),
-            "data": _data(run, manifest), "metrics": _metrics(doc),
+            "data": _data(run, manifest), "metrics": _merged(_logged(run), _metrics(doc)),
             "verdict_layer": doc["verdict"]["layer"], "verdict_confidence": doc["verdict"].get("confidence"),
             "headline": doc["verdict"].get("headline", ""), "degrade_version": doc["degrade_version"],
-            "diagnosis": doc}
+            "status": "done", "error": None, "diagnosis": doc}
+
+
+def failed_row(run_path: str | Path, error: str) -> dict[str, Any]:
+    """A run whose diagnosis could not be made (bad input, a crash): kept, with why, so that a
+    sweep's table shows every run it was given."""
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "run_path": str(Path(run_path).resolve()), "run_fingerprint": "", "generator": {}, "params": {},
+            "data": {}, "metrics": {}, "verdict_layer": "failed", "verdict_confidence": None,
+            "headline": error, "degrade_version": _version(), "diagnosis": {}, "status": "failed",
+            "error": error}
+
+
+def _version() -> str:
+    from degrade import __version__
+    return __version__
 
 
 def run_fingerprint(run) -> str:
@@ -60,15 +75,27 @@ def _generator(manifest: dict) -> dict[str, Any]:
 
 
 def _params(run, manifest: dict) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    meta = run.history.meta if run.history is not None else {}
-    out.update({f"trainer.{k}": v for k, v in meta.items() if isinstance(v, (int, float, str))})
-    out.update({f"model.{k}": v for k, v in (run.config or {}).items()
-                if isinstance(v, (int, float, str, bool)) and not k.startswith("_")})
-    for block in ("training_args", "params"):
-        out.update({f"{block}.{k}": v for k, v in (manifest.get(block) or {}).items()
-                    if isinstance(v, (int, float, str, bool)) or v is None})
+    """`degrade compare`'s description of how the run was made (compare.run_params): the recorder's
+    params, trainer_state.json's settings (not its outcomes), config.json; the recorder's count of
+    training rows as `data.train_rows` (a learning curve's x). Code, packages, environment and data
+    fingerprints have their own columns, the observed learning rate is an outcome."""
+    from degrade.compare import run_params
+    described = run_params(run)
+    out = {k: v for k, v in described.items() if k.startswith(("params.", "trainer.", "model."))}
+    if isinstance(described.get("data.train.n"), int):
+        out["data.train_rows"] = described["data.train.n"]
+    # The Trainer's full arguments, less those the params block already holds, and less those that
+    # name where this run lives (output_dir, logging_dir, run_name default to the run dir): every
+    # run of a sweep differs in them, and they say nothing about how it was made.
+    chosen = manifest.get("params") or {}
+    name = Path(run.path).resolve().name
+    out.update({f"training_args.{k}": v for k, v in (manifest.get("training_args") or {}).items()
+                if _scalar(v) and k not in chosen and not (isinstance(v, str) and name in v)})
     return out
+
+
+def _scalar(v) -> bool:
+    return isinstance(v, (int, float, str, bool)) or v is None
 
 
 def _data(run, manifest: dict) -> dict[str, Any]:
@@ -79,6 +106,36 @@ def _data(run, manifest: dict) -> dict[str, Any]:
             out[f"{split}.recorded"] = recorded["fingerprint"]
         if path and Path(path).is_file():
             out[f"{split}.file"] = _file_hash(Path(path), HASH_BYTES)[:16]
+    return out
+
+
+def _logged(run) -> dict[str, Any]:
+    """The last logged value of each metric of the main eval set, read from the history: what a run
+    reports when no check re-observed it (then without an error bar); and its best value, where an
+    early-stopped run would be (a learning curve's y, as learning_curve.best_eval reads it)."""
+    from degrade.checks.reachability.curves import finite
+    from degrade.learning_curve import best_eval
+    from degrade.metric_direction import higher_is_better
+    history = run.history
+    main = history.main_eval_set() if history is not None else None
+    if main is None:
+        return {}
+    out: dict[str, Any] = {}
+    for name in ("loss", *history.eval_metrics(main)):
+        steps, values = finite(*history.series(name, main))
+        if values.size:
+            best_step, best = best_eval(run, name, name != "loss" and higher_is_better(name))
+            out[name] = {"value": float(values[-1]), "se": None, "ci95": None, "step": float(steps[-1]),
+                         "best": best, "best_step": best_step}
+    return out
+
+
+def _merged(logged: dict, measured: dict) -> dict[str, Any]:
+    """The history's numbers, updated by the diagnosis's (a re-observed value with its error bar
+    replaces the last logged one; the best logged value stays)."""
+    out = dict(logged)
+    for k, v in measured.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

@@ -56,9 +56,15 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
                    json_extract(f.value, '$.cost')
             FROM diagnoses d, json_each(json_extract(d.diagnosis, '$.findings')) f;
     """),
+    (3, "status and error: a run whose diagnosis crashed in a sweep is kept as failed, with why", """
+        ALTER TABLE diagnoses ADD COLUMN status TEXT NOT NULL DEFAULT 'done';
+        ALTER TABLE diagnoses ADD COLUMN error TEXT;
+    """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _JSON_COLUMNS = ("generator", "params", "data", "metrics")
+_SUMMARY = ("id, created, run_path, run_fingerprint, generator, params, data, metrics, verdict_layer, "
+            "verdict_confidence, headline, degrade_version, status, error")
 
 
 class StoreError(InputError):
@@ -72,6 +78,9 @@ class SqliteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), timeout=BUSY_SECONDS, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous=NORMAL: a commit is atomic and consistent but not fsynced; a power
+            # cut may lose the last diagnoses, never corrupt the store (sqlite.org/wal.html)
+            self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate(upto)
         except sqlite3.Error as e:
             raise StoreError(self.path, _problem(e)) from None
@@ -111,15 +120,17 @@ class SqliteStore:
     def record(self, row: dict[str, Any]) -> int:
         """Store one diagnosis (row.py's row) atomically; returns its id."""
         diagnosis = row["diagnosis"]
-        values = {**row, **{k: json.dumps(row[k], sort_keys=True) for k in _JSON_COLUMNS},
-                  "diagnosis": json.dumps(diagnosis)}
+        values = {"status": "done", "error": None, **row, "diagnosis": json.dumps(diagnosis),
+                  **{k: json.dumps(row[k], sort_keys=True) for k in _JSON_COLUMNS}}
         try:
             with self._transaction():
                 cur = self.db.execute(
                     "INSERT INTO diagnoses (created, run_path, run_fingerprint, generator, params, data, "
-                    "metrics, verdict_layer, verdict_confidence, headline, degrade_version, diagnosis) VALUES "
-                    "(:created, :run_path, :run_fingerprint, :generator, :params, :data, :metrics, "
-                    ":verdict_layer, :verdict_confidence, :headline, :degrade_version, :diagnosis)", values)
+                    "metrics, verdict_layer, verdict_confidence, headline, degrade_version, diagnosis, status, "
+                    "error) "
+                    "VALUES (:created, :run_path, :run_fingerprint, :generator, :params, :data, :metrics, "
+                    ":verdict_layer, :verdict_confidence, :headline, :degrade_version, :diagnosis, :status, "
+                    ":error)", values)
                 rid = int(cur.lastrowid)
                 self.db.executemany(
                     "INSERT INTO findings (diagnosis_id, code, severity, layer, confidence, cost) "
@@ -132,11 +143,16 @@ class SqliteStore:
         return rid
 
     def rows(self, *, verdict: str | None = None, code: str | None = None, severity: str | None = None,
-             since: str | None = None, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
+             since: str | None = None, params: dict[str, str] | None = None,
+             status: str | None = None) -> list[dict[str, Any]]:
         """Stored diagnoses, newest first, without their diagnosis JSON: with this verdict, a finding
         of this code (and severity), stored on or after `since` (an ISO date), with these params
-        (a value that reads as a number is compared as one: lr=1e-3 matches 0.001)."""
+        (a value that reads as a number is compared as one: lr=1e-3 matches 0.001), with this status
+        (done, failed)."""
         where, args = [], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
         if since:
             where.append("created >= ?")
             args.append(since)
@@ -150,15 +166,14 @@ class SqliteStore:
             where.append("id IN (SELECT diagnosis_id FROM findings WHERE code = ?"
                          + (" AND severity = ?" if severity else "") + ")")
             args += [code.upper()] + ([severity] if severity else [])
-        sql = ("SELECT id, created, run_path, run_fingerprint, generator, params, data, metrics, "
-               "verdict_layer, verdict_confidence, headline, degrade_version FROM diagnoses"
+        sql = (f"SELECT {_SUMMARY} FROM diagnoses"
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC")
         return [self._row(r) for r in self._query(sql, args)]
 
-    def get(self, rid: int) -> dict[str, Any] | None:
-        found = self._query("SELECT id, created, run_path, run_fingerprint, generator, params, data, metrics, "
-                            "verdict_layer, verdict_confidence, headline, degrade_version, diagnosis "
-                            "FROM diagnoses WHERE id = ?", [rid])
+    def get(self, rid: int | str) -> dict[str, Any] | None:
+        if not str(rid).isdigit():
+            return None
+        found = self._query(f"SELECT {_SUMMARY}, diagnosis FROM diagnoses WHERE id = ?", [int(rid)])
         if not found:
             return None
         out = self._row(found[0][:-1])
@@ -173,9 +188,7 @@ class SqliteStore:
 
     @staticmethod
     def _row(r: tuple) -> dict[str, Any]:
-        keys = ("id", "created", "run_path", "run_fingerprint", "generator", "params", "data", "metrics",
-                "verdict_layer", "verdict_confidence", "headline", "degrade_version")
-        out = dict(zip(keys, r))
+        out = dict(zip(_SUMMARY.split(", "), r))
         for k in _JSON_COLUMNS:
             out[k] = json.loads(out[k])
         return out

@@ -10,11 +10,13 @@ REPRO_Z = 3.0  # standard errors of the difference beyond which two identical ru
 
 
 def latest_per_run(rows: list[dict]) -> list[dict]:
-    """The newest stored diagnosis of each run (rows come newest first)."""
+    """The newest stored diagnosis of each run (rows come newest first); a failed one, which has no
+    fingerprint, by its path."""
     seen, out = set(), []
     for r in rows:
-        if r["run_fingerprint"] not in seen:
-            seen.add(r["run_fingerprint"])
+        key = r["run_fingerprint"] or r["run_path"]
+        if key not in seen:
+            seen.add(key)
             out.append(r)
     return out
 
@@ -73,11 +75,25 @@ def repro(a: dict, b: dict) -> dict[str, Any]:
             "reproduced": comparable and bool(metrics) and all(m["agree"] for m in metrics.values())}
 
 
-def sweep(rows: list[dict], metric: str) -> dict[str, Any]:
+def same_experiment(a: dict, b: dict) -> bool:
+    """Whether something known ties two runs into one sweep: the same code commit, the same eval
+    data, or the same model family and vocabulary. Without it, runs of unrelated projects that log
+    few params would pass for a grid: every param both lack is "equal" (seen on the public
+    trainer_state.json logs of shared/real-runs, which share nothing)."""
+    commit = a["generator"].get("git_commit")
+    if commit and commit == b["generator"].get("git_commit"):
+        return True
+    if any(k.startswith("eval.") and v == b["data"].get(k) for k, v in a["data"].items()):
+        return True
+    keys = ("model.model_type", "model.vocab_size")
+    return all(a["params"].get(k) is not None and a["params"].get(k) == b["params"].get(k) for k in keys)
+
+
+def sweep(rows: list[dict], metric: str, size_param: str = "data.train_rows") -> dict[str, Any]:
     """Which parameter moves the metric or the verdict: for each varying param, every pair of runs
-    that differ in that param alone (all other params equal, as in a grid sweep), the metric's
+    of one experiment that differ in that param alone (all other params equal, as in a grid sweep), the metric's
     difference in standard errors (beyond REPRO_Z: beyond noise) and whether the verdict changed."""
-    runs = latest_per_run(rows)
+    runs = [r for r in latest_per_run(rows) if r.get("status", "done") == "done"]
     params = varying_params(runs)
     out: dict[str, Any] = {}
     for p in params:
@@ -85,7 +101,7 @@ def sweep(rows: list[dict], metric: str) -> dict[str, Any]:
         pairs = []
         for i, a in enumerate(runs):
             for b in runs[i + 1:]:
-                if a["params"].get(p) == b["params"].get(p) or any(
+                if a["params"].get(p) == b["params"].get(p) or not same_experiment(a, b) or any(
                         a["params"].get(q) != b["params"].get(q) for q in others):
                     continue
                 (va, sa), (vb, sb) = metric_of(a, metric), metric_of(b, metric)
@@ -97,4 +113,30 @@ def sweep(rows: list[dict], metric: str) -> dict[str, Any]:
         out[p] = {"pairs": len(pairs), "max_z": max(zs) if zs else None,
                   "moves_metric": bool(zs) and max(zs) > REPRO_Z,
                   "moves_verdict": any(x["verdicts"][0] != x["verdicts"][1] for x in pairs), "detail": pairs}
-    return {"metric": metric, "runs": len(runs), "params": out}
+    return {"metric": metric, "runs": len(runs), "params": out,
+            "data_curves": data_curves(runs, metric, size_param) if size_param in params else []}
+
+
+def data_curves(runs: list[dict], metric: str, size_param: str) -> list[dict[str, Any]]:
+    """The learning curve over `size_param` (learning_curve.py's fit y = E + B D^-beta and its
+    reading) for each group of runs of one experiment equal in every other param: would more data still pay, at each
+    learning rate of the sweep? y is each run's best logged value (the early-stopped model, as
+    `degrade learning-curve` reads it), else its stored value."""
+    from degrade.learning_curve import DataCurve, Point, read_curve
+    from degrade.metric_direction import higher_is_better
+    others = [q for q in varying_params(runs) if q != size_param]
+    groups: dict[tuple, list[Point]] = {}
+    tied = [r for r in runs if any(same_experiment(r, o) for o in runs if o is not r)]
+    for r in tied:
+        m, size = r["metrics"].get(metric), r["params"].get(size_param)
+        value, step = (m.get("best", m.get("value")), m.get("best_step")) if isinstance(m, dict) else (m, None)
+        if isinstance(size, (int, float)) and isinstance(value, (int, float)):
+            key = tuple((q, r["params"].get(q)) for q in others)
+            groups.setdefault(key, []).append(Point(r["run_path"], float(size), size_param, float(value), step))
+    out = []
+    for key, points in groups.items():
+        if len({p.size for p in points}) >= 2:
+            curve = DataCurve(metric, metric != "loss" and higher_is_better(metric), sorted(points, key=lambda p: p.size))
+            read_curve(curve)
+            out.append({"fixed": dict(key), **curve.to_dict()})
+    return out
