@@ -29,7 +29,8 @@ def _codes(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from degrade.store.cli import add_parser as add_runs_parser, add_store_flags
+    from degrade.batch.cli import add_sweep_parser
+    from degrade.store.cli import add_parser as add_runs_parser
     from degrade.demo import DEFAULT_FAULT, FAULTS
     p = argparse.ArgumentParser(prog="degrade", description="Find the layer where your trained "
                                 "transformer degrades: observation, reachability, instantiation, perception.",
@@ -38,8 +39,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = p.add_subparsers(dest="command")
 
-    d = sub.add_parser("diagnose", help="diagnose a run dir (Trainer output_dir, degrade run, or model dir)")
-    d.add_argument("run_dir")
+    d = sub.add_parser("diagnose", help="diagnose run dirs (Trainer output_dir, degrade run, or model dir)")
+    d.add_argument("run_dir", nargs="+", help="one run dir, or several (or a glob): diagnosed in parallel "
+                   "and stored, one line each")
+    _add_diagnose_options(d)
+    add_sweep_parser(sub, _add_diagnose_options)
+
+    c = sub.add_parser("checks", help="list the checks, or print one's documentation")
+    c.add_argument("code", nargs="?")
+
+    r = sub.add_parser("report", help="render a saved JSON diagnosis as markdown or HTML")
+    r.add_argument("json_file")
+    r.add_argument("--format", choices=("markdown", "html"), default="html")
+    r.add_argument("--output", "-o")
+
+    m = sub.add_parser("demo", help="train a tiny model with a known fault, diagnose it, write the HTML report")
+    m.add_argument("--output-dir", default="degrade-demo", help="where the demo run and report go")
+    m.add_argument("--fault", default=DEFAULT_FAULT, help=f"which fault to inject: {', '.join(FAULTS)}")
+
+    add_runs_parser(sub)
+    from degrade.bench.cli import add_parser as add_bench_parser
+    add_bench_parser(sub)
+
+    k = sub.add_parser("compare", help="parameter diff of two runs, and whether their metric "
+                       "difference exceeds seed and evaluation noise")
+    k.add_argument("run_a")
+    k.add_argument("run_b")
+    k.add_argument("--format", choices=("text", "json"), default="text")
+    k.add_argument("--output", "-o", help="write the result here instead of stdout")
+
+    c = sub.add_parser("learning-curve", help="eval metric against training-set size across runs: "
+                       "would more data of the same kind still pay?")
+    c.add_argument("runs", nargs="+", help="two or more run dirs that differ in training-data size")
+    c.add_argument("--sizes", help="comma-separated training-set sizes, one per run (default: the "
+                   "manifest, else an estimate from trainer_state.json)")
+    c.add_argument("--metric", default="loss", help="eval metric to read (default: loss)")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--output", "-o", help="write the result here instead of stdout")
+    return p
+
+
+def _add_diagnose_options(d) -> None:
+    from degrade.batch.cli import add_many_flags
+    from degrade.store.cli import add_store_flags
     d.add_argument("--train-data", help="training data: datasets save_to_disk dir, .jsonl/.json/.csv/.parquet")
     d.add_argument("--eval-data", help="evaluation data (same formats)")
     d.add_argument("--checkpoint", default="latest", help="latest | best | PATH (default: latest)")
@@ -81,39 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "available when the diagnosis starts; 0 for no cap)")
 
     add_store_flags(d)
-
-    c = sub.add_parser("checks", help="list the checks, or print one's documentation")
-    c.add_argument("code", nargs="?")
-
-    r = sub.add_parser("report", help="render a saved JSON diagnosis as markdown or HTML")
-    r.add_argument("json_file")
-    r.add_argument("--format", choices=("markdown", "html"), default="html")
-    r.add_argument("--output", "-o")
-
-    m = sub.add_parser("demo", help="train a tiny model with a known fault, diagnose it, write the HTML report")
-    m.add_argument("--output-dir", default="degrade-demo", help="where the demo run and report go")
-    m.add_argument("--fault", default=DEFAULT_FAULT, help=f"which fault to inject: {', '.join(FAULTS)}")
-
-    add_runs_parser(sub)
-    from degrade.bench.cli import add_parser as add_bench_parser
-    add_bench_parser(sub)
-
-    k = sub.add_parser("compare", help="parameter diff of two runs, and whether their metric "
-                       "difference exceeds seed and evaluation noise")
-    k.add_argument("run_a")
-    k.add_argument("run_b")
-    k.add_argument("--format", choices=("text", "json"), default="text")
-    k.add_argument("--output", "-o", help="write the result here instead of stdout")
-
-    c = sub.add_parser("learning-curve", help="eval metric against training-set size across runs: "
-                       "would more data of the same kind still pay?")
-    c.add_argument("runs", nargs="+", help="two or more run dirs that differ in training-data size")
-    c.add_argument("--sizes", help="comma-separated training-set sizes, one per run (default: the "
-                   "manifest, else an estimate from trainer_state.json)")
-    c.add_argument("--metric", default="loss", help="eval metric to read (default: loss)")
-    c.add_argument("--format", choices=("text", "json"), default="text")
-    c.add_argument("--output", "-o", help="write the result here instead of stdout")
-    return p
+    add_many_flags(d)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,7 +164,8 @@ def _main(argv: list[str]) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     return {"diagnose": _diagnose, "checks": _checks, "report": _report, "demo": _demo, "bench": _bench,
-            "compare": _compare, "learning-curve": _learning_curve, "runs": _runs}[args.command](args)
+            "compare": _compare, "learning-curve": _learning_curve, "runs": _runs,
+            "sweep": _sweep}[args.command](args)
 
 
 def _say(line: str) -> None:
@@ -176,30 +187,50 @@ def _quiet_broken_pipe() -> int:
 
 
 def _diagnose(args) -> int:
-    from degrade.api import diagnose
+    from degrade.batch.discover import expand
+    paths = expand(args.run_dir)
+    return _diagnose_one(args, paths[0]) if len(paths) == 1 else _diagnose_many(args, paths)
+
+
+def _sweep(args) -> int:
+    from degrade.batch.discover import runs_under
+    return _diagnose_many(args, runs_under(Path(args.sweep_dir)))
+
+
+def _diagnose_kwargs(args, config: dict) -> dict:
     from degrade.config import parse_option
-    from degrade.sandbox.limits import tune_malloc
-    tune_malloc()  # degrade's own process only: the API leaves a training script's allocator alone
     options: dict = {}
     for text in args.sets:
         code, name, value = parse_option(text)
         options.setdefault(code, {})[name] = value
+    return dict(train_data=args.train_data, eval_data=args.eval_data, checkpoint=args.checkpoint,
+                model_factory=args.model_factory, trust_remote_code=args.trust_remote_code,
+                base_model=args.base_model, select=args.select, ignore=args.ignore, budget=args.budget,
+                seed=args.seed, device=args.device, threads=args.threads, options=options,
+                check_timeout=args.check_timeout, check_memory=_check_memory(args.check_memory), config=config)
+
+
+def _diagnose_one(args, path: Path) -> int:
+    from degrade.api import diagnose
+    from degrade.config import load_config
+    from degrade.sandbox.limits import tune_malloc
+    from degrade.store.cli import store_diagnosis
+    tune_malloc()  # degrade's own process only: the API leaves a training script's allocator alone
+    config = load_config()
     with _progress(args.format == "console") as callbacks:
         on_progress, on_batch = callbacks or (None, None)
-        d = diagnose(args.run_dir, train_data=args.train_data, eval_data=args.eval_data,
-                     checkpoint=args.checkpoint, model_factory=args.model_factory,
-                     trust_remote_code=args.trust_remote_code, base_model=args.base_model,
-                     select=args.select, ignore=args.ignore,
-                     budget=args.budget, seed=args.seed, device=args.device, threads=args.threads,
-                     options=options, on_progress=on_progress, on_batch=on_batch,
-                     check_timeout=args.check_timeout,
-                     check_memory=_check_memory(args.check_memory))
+        d = diagnose(path, **_diagnose_kwargs(args, config), on_progress=on_progress, on_batch=on_batch)
     d.total_seconds = max(d.total_seconds, time.perf_counter() - _STARTED[0])  # imports and loading too
     _emit(d, args.format, args.output, 0 if args.quiet else 2 if args.verbose else 1)
-    from degrade.config import load_config
-    from degrade.store.cli import store_diagnosis
-    store_diagnosis(d, args, load_config())
+    store_diagnosis(d, args, config)
     return d.exit_code_for(args.fail_on)
+
+
+def _diagnose_many(args, paths: list[Path]) -> int:
+    from degrade.batch.cli import diagnose_many
+    from degrade.config import load_config
+    config = load_config()
+    return diagnose_many(args, paths, _diagnose_kwargs(args, config), config)
 
 
 def _runs(args) -> int:

@@ -13,7 +13,7 @@ from degrade.run.hf_trainer import find_checkpoints, read_results, read_trainer_
 from degrade.run.history import History
 from degrade.run.run import Checkpoint, Run, RunOptions
 
-__all__ = ["open_run", "Run", "RunOptions", "Checkpoint", "History"]
+__all__ = ["open_run", "run_kind", "Run", "RunOptions", "Checkpoint", "History"]
 
 
 def open_run(path: str | Path, options: RunOptions | None = None) -> Run:
@@ -24,19 +24,30 @@ def open_run(path: str | Path, options: RunOptions | None = None) -> Run:
         raise InputError(root, "does not exist")
     if not root.is_dir():
         raise InputError(root, "is not a directory (expected a run or model directory)")
-    native = root / "degrade"
-    if (native / "manifest.json").exists():
-        return _open_native(root, native, options)
-    state_path = trainer_state_path(root)
-    if state_path is not None:
-        history, meta = read_trainer_state(state_path, root)
+    kind = run_kind(root)
+    if kind == "native":
+        return _open_native(root, root / "degrade", options)
+    if kind == "hf-trainer":
+        history, meta = read_trainer_state(trainer_state_path(root), root)
         return Run(root, "hf-trainer", options, history=history,
                    checkpoints=find_checkpoints(root, meta.get("global_step")),
                    best_checkpoint_hint=meta.get("best_model_checkpoint"), results=read_results(root))
-    if (root / "config.json").exists() or find_weights(root) is not None or find_adapter(root) is not None:
+    if kind == "model-dir":
         return Run(root, "model-dir", options, history=None, checkpoints=find_checkpoints(root, 0))
     raise InputError(root, "is not a run: no trainer_state.json, degrade/manifest.json, "
                            "config.json, model weights or PEFT adapter found")
+
+
+def run_kind(root: Path) -> str | None:
+    """How open_run() reads a folder, from file names alone: "native" (degrade's recorder),
+    "hf-trainer", "model-dir", or None when it is not a run."""
+    if (root / "degrade" / "manifest.json").exists():
+        return "native"
+    if trainer_state_path(root) is not None:
+        return "hf-trainer"
+    if (root / "config.json").exists() or find_weights(root) is not None or find_adapter(root) is not None:
+        return "model-dir"
+    return None
 
 
 def _open_native(root: Path, native: Path, options: RunOptions) -> Run:
