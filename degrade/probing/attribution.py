@@ -3,13 +3,17 @@ one forward and one backward pass (Nanda 2023, "Attribution patching"; the head-
 of Michel et al. 2019 is the same first-order estimate).
 
 For a component with activation a (a head's slice of the input to its attention output projection,
-or an MLP block's output) and the gradient g = dL/da of the token-mean loss, replacing a by a
-reference r (0 for zero ablation, its mean for mean ablation) changes the loss by about
-    delta ~= sum over tokens of g . (r - a),
-a first-order Taylor estimate: exact for a linear effect, an approximation for large ones (which
-I302 therefore confirms by exact ablation). Per example e the same sum over its tokens gives its
-share c_e, so the estimate comes with a standard error over examples, as an exact ablation's
-paired difference does.
+or an MLP block's output) and a reference r (0 for zero ablation, its mean for mean ablation), the
+first-order change of a quantity y is  g . (r - a)  with g = dy/da. The quantity linearised is each
+target's log-odds m = logit(target) - logsumexp(other logits), not the loss: the loss is exactly
+softplus(-m), whose slope vanishes once the model is confident, so a loss-space estimate reads
+every component of a well-trained model as harmless (Nanda recommends linearising a logit
+difference rather than a probability for this reason). The per-position change of m, d, is mapped
+through the loss exactly: softplus(-(m + d)) - softplus(-m) (for positions without a target, such
+as a masked prompt, which act only on later targets: the example's mean slope times d). Exact for
+an effect that is linear in the logits, an approximation for others (which I302 therefore confirms
+by exact ablation). Per example e the sum over its tokens gives its share c_e, so the estimate
+comes with a standard error over examples, as an exact ablation's paired difference does.
 
 The model's parameters are set not to require gradients for the pass (and restored): only the
 activations' gradients are needed, so no parameter gradient is ever allocated.
@@ -89,17 +93,17 @@ def attribute(handle, examples, indices: np.ndarray, components: list[Component]
                 hooks = _capture_hooks(module, by_module, saved, emb)
                 try:
                     logits = handle.logits(ids, mask)
-                    loss = _summed_loss(handle.task, logits, labels, examples, idx) / total
+                    m, valid = _log_odds(handle.task, logits, labels, examples, idx)
                     acts = [a for _, a in saved]
-                    grads = torch.autograd.grad(loss, acts, allow_unused=True) if acts else []
+                    grads = torch.autograd.grad(m[valid].sum(), acts, allow_unused=True) if acts else []
                 finally:
                     for h in hooks:
                         h.remove()
-                m = mask.bool()
+                real = mask.bool()
+                targets = _Targets(m.detach().double(), valid, real.to(m.device), total)
                 for (group, a), g in zip(saved, grads):
-                    if g is None:
-                        continue
-                    _accumulate(group, a.detach(), g.detach(), m, rows, shares, grad_max, means)
+                    if g is not None:
+                        _accumulate(group, a.detach(), g.detach(), real, rows, shares, grad_max, means, targets)
                 if meter is not None:
                     meter.tick("I302 attribution", int(ids.numel()), True, 0, 0, 0.0)
     finally:
@@ -133,13 +137,46 @@ def _targets(examples, i: int, task: str) -> int:
     return sum(1 for t in examples.token_labels(i)[1:] if t != IGNORE_INDEX)
 
 
-def _summed_loss(task, logits, labels, examples, idx) -> torch.Tensor:
+def _log_odds(task, logits, labels, examples, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each target's log-odds m (in the graph) and where a target is: [B, T] for a causal LM (the
+    position that predicts it), [B] for a classifier."""
     if task == CAUSAL_LM:
-        lg, tg = logits[:, :-1], labels[:, 1:].to(logits.device)
-        return F.cross_entropy(lg.reshape(-1, lg.shape[-1]).float(), tg.reshape(-1),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
+        lg, tg = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+        valid = tg != IGNORE_INDEX
+        m = _target_log_odds(lg, tg.clamp(min=0))
+        pad = torch.zeros_like(m[:, :1])
+        return torch.cat([m, pad], 1), torch.cat([valid, torch.zeros_like(valid[:, :1])], 1)
     y = torch.tensor([examples.label[int(i)] for i in idx], device=logits.device)
-    return F.cross_entropy(logits.float(), y, reduction="sum")
+    return _target_log_odds(logits.float(), y), torch.ones_like(y, dtype=torch.bool)
+
+
+def _target_log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    chosen = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    others = logits.scatter(-1, target.unsqueeze(-1), float("-inf")).logsumexp(-1)
+    return (chosen - others).clamp(-1e4, 1e4)  # finite where a vocabulary is masked to -inf
+
+
+@dataclass
+class _Targets:
+    m: torch.Tensor  # log-odds per target position (float64, detached)
+    valid: torch.Tensor  # where a target is
+    real: torch.Tensor  # real (unpadded) tokens, [B, T]
+    total: float  # targets in the whole sample: shares are of its token-mean loss
+
+    def loss_change(self, d: torch.Tensor) -> torch.Tensor:
+        """Per example, the token-summed loss change when the log-odds move by d ([B, T] per
+        position, or [B])."""
+        loss = lambda x: F.softplus(-x)  # noqa: E731 - the loss as a function of the log-odds
+        m, valid = self.m, self.valid
+        if m.dim() == 1:  # one target per example (a classifier)
+            return loss(m + d) - loss(m)
+        slope = torch.where(valid, torch.sigmoid(-m), torch.zeros_like(m))
+        mean_slope = slope.sum(1) / valid.sum(1).clamp(min=1)
+        if d.dim() == 1:  # an activation without positions: first order at the example's slope
+            return -mean_slope * d
+        on_target = torch.where(valid, loss(m + d) - loss(m), torch.zeros_like(d))
+        elsewhere = torch.where(self.real & ~valid, -mean_slope[:, None] * d, torch.zeros_like(d))
+        return (on_target + elsewhere).sum(1)
 
 
 def _capture_hooks(module, by_module, saved, emb):
@@ -167,18 +204,20 @@ def _capture_hooks(module, by_module, saved, emb):
     return hooks
 
 
-def _accumulate(group, a, g, mask, rows, shares, grad_max, means) -> None:
-    """Per component and example: sum over real tokens of g . (reference - a)."""
+def _accumulate(group, a, g, mask, rows, shares, grad_max, means, targets: _Targets) -> None:
+    """Per component and example: the loss change of the log-odds change g . (reference - a)."""
     mask = mask.to(a.device)
     per_token = a.dim() == 3 and a.shape[:2] == mask.shape
     for c in group:
         sl = slice(*c.span) if c.kind == "head" else slice(None)
         ga, aa = g[..., sl].float(), a[..., sl].float()
         ref = 0.0 if means is None else means[(c.module_name, c.head)].to(device=aa.device, dtype=aa.dtype)
-        contrib = (ga * (ref - aa)).sum(-1)  # [B, T] (or [B])
+        d = (ga * (ref - aa)).sum(-1).double()  # [B, T] (or [B])
         if per_token:
-            contrib = torch.where(mask, contrib, torch.zeros_like(contrib)).sum(1)
-        elif contrib.dim() > 1:
-            contrib = contrib.sum(tuple(range(1, contrib.dim())))
+            d = torch.where(mask, d, torch.zeros_like(d))
+            if targets.m.dim() == 1:
+                d = d.sum(1)
+        elif d.dim() > 1:
+            d = d.sum(tuple(range(1, d.dim())))
         grad_max[c] = max(grad_max[c], float(ga.abs().max()) if ga.numel() else 0.0)
-        shares[c][rows] += contrib.double().cpu().numpy()
+        shares[c][rows] += (targets.loss_change(d.to(targets.m.device)) / targets.total).cpu().numpy()

@@ -32,9 +32,10 @@ class ComponentAblation(Check):
     output, set to 0): the eval loss increase Δ and the largest logit change (relative to the logit
     scale). When the budget pays for one probe forward per component, every component is ablated
     exactly on a probe batch drawn from the engine's eval sample. Otherwise all are ranked by
-    attribution patching (one forward + backward over the attribution sample: Δ ≈ Σ_tokens
-    g · (r − a) for activation a, its gradient g and the ablation's reference r; Nanda 2023, and the
-    head-importance score of Michel et al. 2019), the lowest- and highest-ranked
+    attribution patching (one forward + backward over the attribution sample: each target's
+    log-odds m moves by about d = g · (r − a) for activation a, the gradient g of m and the
+    ablation's reference r, and the loss by softplus(−(m + d)) − softplus(−m); Nanda 2023, and
+    the head-importance score of Michel et al. 2019), the lowest- and highest-ranked
     budget.confirm_components are ablated exactly, and the Spearman agreement of estimate and exact
     values is in the evidence; components whose activation received no gradient at all are ablated
     exactly (all together first): an output that reaches no logit.
