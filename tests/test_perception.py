@@ -381,3 +381,18 @@ def test_position_table_reading():
         table.pos.weight.normal_(0, 0.02)
         table.pos.weight[:10] = torch.linspace(0.5, 1.0, 10)[:, None] * torch.ones(d)
     assert untrained_position_rows(table)["rows_trained"] == 10
+
+
+def test_a_table_reading_inside_the_trained_rows_is_checked_against_the_train_length():
+    # 8 trained rows whose norms are not level (rows 0-3 moved much further than rows 4-7): the
+    # searched split falls at 4, inside the trained rows; the split at the train data's length
+    # 8 passes the same tests, so P402 keeps L = 8 instead of reading a truncation into it
+    table = TinyGPT({"max_len": 64})
+    with torch.no_grad():
+        table.pos.weight.normal_(0, 0.02)
+        table.pos.weight[:4] = torch.linspace(0.25, 0.26, 4)[:, None] * torch.ones(64)  # norm ~2
+        table.pos.weight[4:8] = torch.linspace(0.036, 0.038, 4)[:, None] * torch.ones(64)  # ~0.3
+        # (the untrained rows: norm ~0.16)
+    assert untrained_position_rows(table)["rows_trained"] == 4
+    assert untrained_position_rows(table, at=8)["rows_trained"] == 8
+    assert untrained_position_rows(table, at=30) is None  # rows 8-29 are untrained: not borne out

@@ -178,7 +178,8 @@ def receptive_span(handle: ModelHandle, ids: list[int], seed: int = 0) -> int | 
     return int(len(ids) - int(visible[0]))
 
 
-def untrained_position_rows(module: nn.Module, min_separation: float = 6.0) -> dict[str, Any] | None:
+def untrained_position_rows(module: nn.Module, min_separation: float = 6.0,
+                            at: int | None = None) -> dict[str, Any] | None:
     """Where a learned position table stops having been trained, read from its weights alone.
 
     Rows that never received a gradient keep their random initialisation (shrunk alike by weight
@@ -190,6 +191,8 @@ def untrained_position_rows(module: nn.Module, min_separation: float = 6.0) -> d
     None (no learned table, a fully trained table, or a sinusoidal one).
     For a causal LM the last position of a training sequence gets no gradient (its output
     predicts nothing), so a model trained on sequences of up to L tokens has L - 1 trained rows.
+    With `at`, the split is not searched: the same tests say whether the rows from `at` on look
+    untrained and apart from those before (a trained length read elsewhere, confirmed or not).
     """
     tables = [p for p in find_positions(module) if p.kind == "learned"]
     if not tables:
@@ -201,13 +204,9 @@ def untrained_position_rows(module: nn.Module, min_separation: float = 6.0) -> d
         return None
     n = W.norm(dim=1).numpy()
     cos = torch.nn.functional.cosine_similarity(W[:-1], W[1:], dim=1).numpy()
-    best = None
-    for L in range(2, P - 3):
-        h, t = n[:L], n[L:]
-        sse = float(((h - h.mean()) ** 2).sum() + ((t - t.mean()) ** 2).sum())
-        if best is None or sse < best[0]:
-            best = (sse, L)
-    L = best[1]
+    if at is not None and not 2 <= at <= P - 4:
+        return None
+    L = at if at is not None else min(range(2, P - 3), key=lambda k: _two_level_sse(n, k))
     h, t = n[:L], n[L:]
     sigma = max(1.4826 * float(np.median(np.abs(t - np.median(t)))), 1e-6 * float(np.median(t)) + 1e-12)
     sep = abs(float(np.median(h)) - float(np.median(t))) / sigma
@@ -218,6 +217,11 @@ def untrained_position_rows(module: nn.Module, min_separation: float = 6.0) -> d
     return {"table": name, "rows": P, "rows_trained": L, "norm_trained": num(np.median(h), 3),
             "norm_untrained": num(np.median(t), 3), "separation_sd": num(sep, 3),
             "untrained_adjacent_cosine": num(tail_cos, 3)}
+
+
+def _two_level_sse(values: np.ndarray, k: int) -> float:
+    h, t = values[:k], values[k:]
+    return float(((h - h.mean()) ** 2).sum() + ((t - t.mean()) ** 2).sum())
 
 
 def position_scheme(module: nn.Module) -> dict[str, Any]:
@@ -244,7 +248,8 @@ class LengthCliff(Check):
     against the target's position, on the eval data.
       1. Beyond the trained length L. L is the longest sequence in the train data. Without train
          data, or when the table shows fewer trained rows than the train data implies (it was
-         truncated in training), L is read from a learned position table's weights: rows that
+         truncated in training) and its rows up to the train data's length do not look trained,
+         L is read from a learned position table's weights: rows that
          never got a gradient are still at their random initialisation (equal norms, adjacent
          rows uncorrelated), so the first such row marks the trained length (a causal LM's last position gets no gradient:
          L = trained rows + 1). The model's position table size (n_positions,
@@ -342,9 +347,12 @@ class LengthCliff(Check):
         table_len = (table["rows_trained"] + (1 if lm else 0)) if table else None
         limit, source = (train_len, "train data") if train_len else (table_len, "position table") \
             if table_len else (None, None)
-        if train_len and table_len and table_len < train_len:
-            # the table's rows past table_len never trained: the train data was truncated in
-            # training, or is not what the model was trained on
+        if train_len and table_len and table_len < train_len and untrained_position_rows(
+                model.module, o["table_separation_sd"], at=train_len - (1 if lm else 0)) is None:
+            # the table's rows past table_len never trained and the table does not bear out the
+            # train data's length: the train data was truncated in training, or is not what the
+            # model was trained on. (When it does, the searched split fell inside the trained
+            # rows, whose norms need not be level: a table trained on 8 positions read as 4.)
             limit, source = table_len, "position table (shorter than the train data's longest example)"
         ev: dict[str, Any] = {
             "task": model.task, "examples": int(keep.sum()),
