@@ -70,3 +70,13 @@ def test_induction_rule():
     assert has.tolist() == [True] and right.tolist() == [True]  # 4 was followed by 7
     ex2 = Examples(None, [[3, 9, 4, 7, 16, 5, 7]], [[IGNORE] * 6 + [7]])
     assert induction_guesses(ex2, 0)[0].tolist() == [False]  # 5 never occurred before
+
+
+def test_induction_rule_matches_the_context_where_a_token_repeats():
+    # x SEP x with "3 3" inside x: after "SEP 7 3" the latest earlier 3 (x's second) was followed
+    # by 8; the one whose preceding tokens match ("7 3") was followed by 3, the right answer
+    ids = [7, 3, 3, 8, 10, 7, 3, 3, 8]
+    ex = Examples(None, [ids], [[IGNORE] * 5 + ids[5:]])
+    has, right = induction_guesses(ex, 0)
+    assert has.tolist() == [False, True, True, True]  # SEP (10) never occurred before
+    assert right.tolist() == [False, True, True, True]

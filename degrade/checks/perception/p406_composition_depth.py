@@ -15,24 +15,45 @@ from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num, paired_difference
 
 
+MAX_MATCH = 8  # preceding tokens compared: enough to tell repeats in a copied span apart
+MAX_CANDIDATES = 16  # most recent earlier occurrences compared: bounds the cost on long text
+
 def induction_guesses(examples: Examples, i: int) -> tuple[np.ndarray, np.ndarray]:
     """For each scored target of example i (label at t, predicted from input_ids[:t]): whether the
-    induction rule has a guess, and whether it is right. The rule: find the previous occurrence of
-    the current token input_ids[t-1] and predict the token that followed it. Applying it takes two
-    composed attention steps (Olsson et al. 2022, induction heads): one that writes each token's
-    predecessor into its position, and one that matches the current token against it."""
+    induction rule has a guess, and whether it is right. The rule: among the earlier occurrences of
+    the current token input_ids[t-1], take the one whose preceding tokens match those before t the
+    longest (up to MAX_MATCH; the most recent on a tie) and predict the token that followed it.
+    With one matched token this is the induction head of Olsson et al. 2022; matching further back
+    is what their induction heads do on repeated text (prefix matching), and is what makes the rule
+    right where a token repeats inside the copied span ("3 3" in `7 3 3 8 SEP 7 3 3 8`). Either way
+    it takes two composed attention steps: one that writes each token's predecessors into its
+    position, and one that matches the current context against them."""
     ids = examples.input_ids[i]
     lab = examples.token_labels(i)
-    last: dict[int, int] = {}
+    seen: dict[int, list[int]] = {}  # token -> its earlier positions, most recent last
     has, right = [], []
     for t in range(1, len(ids)):
         cur = ids[t - 1]
+        earlier = seen.get(cur, [])
         if lab[t] != IGNORE_INDEX:
-            j = last.get(cur)
+            j = _longest_match(ids, t - 1, earlier[-MAX_CANDIDATES:])
             has.append(j is not None)
             right.append(j is not None and ids[j + 1] == lab[t])
-        last[cur] = t - 1
+        seen.setdefault(cur, []).append(t - 1)
     return np.asarray(has, bool), np.asarray(right, bool)
+
+
+def _longest_match(ids, t: int, candidates: list[int]) -> int | None:
+    """The candidate position p (ids[p] == ids[t], p < t) whose preceding tokens agree with those
+    before t the longest, the most recent on a tie; None without candidates."""
+    best, best_len = None, -1
+    for p in reversed(candidates):  # most recent first: it wins ties
+        k = 0
+        while k < MAX_MATCH and p - k - 1 >= 0 and ids[p - k - 1] == ids[t - k - 1]:
+            k += 1
+        if k > best_len:
+            best, best_len = p, k
+    return best
 
 
 class CompositionDepth(Check):
@@ -42,7 +63,8 @@ class CompositionDepth(Check):
     training sequence (longer ones are P402's question):
       1. the model has exactly one attention layer (degrade.probing.components);
       2. the data needs composition: the induction rule (predict the token that followed the
-         previous occurrence of the current token) is right on at least `min_rule_gain` more of
+         earlier occurrence of the current token whose preceding tokens match the current
+         context the longest) is right on at least `min_rule_gain` more of
          the scored targets than the best count baseline fitted on the train data (unigram..
          trigram, P401's ladder), beyond `z` SE (paired per example);
       3. the model does not follow it: its accuracy is at least `min_rule_gain` below the rule's,
@@ -135,7 +157,7 @@ class CompositionDepth(Check):
         return [self.finding(
             "error",
             f"The model has one attention layer, and the data's targets need a two-step lookup: "
-            f"predicting the token that followed the previous occurrence of the current token is "
+            f"predicting the token that followed the earlier occurrence of the current context is "
             f"right {num(r.mean(), 3)} of the time (a {best.name} fitted on the train data: "
             f"{num(b.mean(), 3)}), the model only {num(m.mean(), 3)}. One layer cannot compose "
             f"the two attention steps this needs (induction heads); the hypothesis that one layer "
