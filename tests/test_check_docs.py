@@ -46,7 +46,6 @@ UNSOURCED_ALLOWED = {
     ("P403", "min_acc_gain"),
     ("P404", "n_slots"), ("P404", "min_token_coverage"), ("P404", "min_examples"),
     ("P406", "min_share"), ("P406", "min_examples"),
-    ("R205", "min_agreement_gap"),
     ("R208", "min_train_accuracy"), ("R208", "min_accuracy_gap"),
     ("R209", "max_conflict_fraction"), ("R209", "min_near_length"),
     ("R210", "fall_ratio"),

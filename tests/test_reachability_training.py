@@ -252,6 +252,23 @@ def test_r205_clean_labels_are_quiet(tmp_path):
     assert R205().run(run) == []
 
 
+FALLING = np.linspace(1.2, 0.7, 30)  # still learning: no plateau
+
+
+def test_r205_agreement_with_held_out_labels_needs_no_plateau(tmp_path):
+    # the model agrees with clean eval labels (95%) far more than with its flipped training
+    # labels (~67%): noisy labels, whether or not the loss has stopped falling
+    run = _model_run(tmp_path, Parity(), _cls_examples(600, 0, flip=0.3), _cls_examples(200, 1), FALLING)
+    [f] = R205().run(run)
+    assert f.severity.value == "error"
+    assert 0.22 <= f.evidence["noise_rate_implied_by_agreement"] <= 0.38
+
+
+def test_r205_clean_labels_are_quiet_while_learning(tmp_path):
+    run = _model_run(tmp_path, Parity(), _cls_examples(600, 0), _cls_examples(200, 1), FALLING)
+    assert R205().run(run) == []
+
+
 def test_r205_a_model_that_learned_nothing_says_nothing_about_labels(tmp_path):
     run = _model_run(tmp_path, Parity(blind=True), _cls_examples(600, 0, flip=0.3),
                      _cls_examples(200, 1), PLATEAU)
