@@ -53,3 +53,38 @@ def oracle_order():
 
 def oracle_copy():
     return OracleCopy()
+
+
+def presence_rows(n: int, seed: int) -> list[dict]:
+    """Sequence classification: label 1 when token 5 occurs among 8 filler tokens (3..11), which
+    a bag-of-words baseline learns exactly."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        body = torch.randint(3, 12, (8,), generator=g).tolist()
+        rows.append({"input_ids": [0] + body, "label": int(5 in body)})
+    return rows
+
+
+PRESENCE_TRAIN = presence_rows(400, seed=1)
+
+
+class MemorisingPresence(nn.Module):
+    """Right on its training rows (PRESENCE_TRAIN); elsewhere confidently wrong on about a fifth
+    of the rows (those whose token sum is a multiple of 5), as an over-confident model that
+    memorised its training set is: the eval labels are right, the model is not."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(6.0))
+        self.memorised = {tuple(r["input_ids"]) for r in PRESENCE_TRAIN}
+
+    def forward(self, input_ids, attention_mask=None):
+        present = (input_ids == 5).any(1).float()
+        flip = torch.tensor([tuple(r) not in self.memorised and sum(r) % 5 == 0 for r in input_ids.tolist()])
+        sign = torch.where(flip, 1 - 2 * present, 2 * present - 1)
+        return torch.stack([-sign, sign], dim=1) * self.scale / 2
+
+
+def memorising_presence():
+    return MemorisingPresence()

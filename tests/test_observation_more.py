@@ -122,6 +122,18 @@ def test_o104_defers_when_the_eval_labels_follow_another_rule(tmp_path):
     assert f[0].evidence["suspects_predictable_from_input"]["auc"] >= 0.625
 
 
+def test_o104_labels_a_baseline_reproduces_are_not_blamed(tmp_path):
+    """A memorising model confidently contradicts a fifth of the (right) eval labels; a bag-of-words
+    baseline fitted on the training data gives those labels as often as the others': not an error."""
+    from tests.obs_factories import PRESENCE_TRAIN, MemorisingPresence, presence_rows
+    f = _run(_open(tmp_path, "memorising_presence", MemorisingPresence(), PRESENCE_TRAIN, presence_rows(300, seed=2)),
+             EvalLabelErrors)
+    e = f[0].evidence
+    assert "error" not in _sev(f) and e["suspect_fraction"] >= 0.1
+    assert e["baseline_on_suspects"]["agrees_on_suspects"] >= 0.9
+    assert any("baseline" in r for r in e["not_an_error_because"])
+
+
 # ---- O105 -------------------------------------------------------------------------------------
 def test_o105_flags_eval_labels_training_never_had(tmp_path):
     train = [r for r in _order(800, seed=1) if r["label"] == 0]

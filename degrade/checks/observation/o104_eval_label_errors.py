@@ -47,7 +47,11 @@ class EvalLabelErrors(Check):
     not a systematic remapping (a permuted label mapping or shifted labels: O107's finding); they
     do not depend on input length (classification) or target position (LMs), and, for LMs, do not
     sit mostly at positions longer than any training example (truncation is O106's finding, a
-    length failure perception's: label noise does not depend on the input).
+    length failure perception's: label noise does not depend on the input); and, for classifiers,
+    a count baseline fitted on the training data does not give the suspects' labels more often than
+    it errs elsewhere (baseline_z: a predictor agrees with a wrong label only where it errs, so an
+    independent predictor that reproduces the labels says they are right and the model, over-
+    confident or memorising, is what is wrong: confident learning assumes calibrated probabilities).
     Targets whose given label never occurs as a training target, and targets of examples holding
     an input token no training input holds, are left out (O105/O106 report them).
     Fix: relabel or drop the suspect items (review the listed ones first); report the metric on the
@@ -123,6 +127,11 @@ class EvalLabelErrors(Check):
                source='design choice: "mostly" read as a majority of the suspects',
                help="LMs: at or above this share of suspects past the longest training example, the "
                     "suspects are a length failure (perception), not label noise."),
+        Option("baseline_z", 2.0,
+               source="statistical convention: about a one-sided 97.7% bound (2 SE)",
+               help="Classification: when a count baseline fitted on the training data gives the "
+                    "suspects' labels more often than its error rate elsewhere by this many standard "
+                    "errors, the labels look right: not an error."),
         Option("max_listed", 10,
                source="design choice: report size, not a judgement",
                help="Suspect items listed in the evidence."),
@@ -177,6 +186,9 @@ class EvalLabelErrors(Check):
         along = self._length_dependence(ev, t, suspect, clean)
         if along is not None:
             evidence["suspects_by_length"] = along
+        corroboration = self._baseline_agreement(run, t, suspect, clean)
+        if corroboration is not None:
+            evidence["baseline_on_suspects"] = corroboration
 
         reasons = []
         if frac < self.opts["error_fraction"]:
@@ -218,6 +230,12 @@ class EvalLabelErrors(Check):
             reasons.append(f"the suspects depend on input length ({along['split']}: rates "
                            f"{along['rate_low_side']} vs {along['rate_high_side']}, z={along['z']}): a "
                            "failure along length (truncation, extrapolation), not random label noise")
+        if corroboration is not None and corroboration["z"] >= self.opts["baseline_z"]:
+            reasons.append(f"a {corroboration['baseline']} baseline fitted on the training data gives the "
+                           f"suspects' labels {corroboration['agrees_on_suspects']:.0%} of the time, more "
+                           f"than it could if they were wrong (it errs on {corroboration['errs_elsewhere']:.0%} "
+                           "of the other items): the labels look right, the model's confident "
+                           "contradictions are its own errors (over-confidence, memorisation)")
         evidence["not_an_error_because"] = reasons
 
         what = "targets" if t.task == "causal-lm" else "items"
@@ -265,6 +283,24 @@ class EvalLabelErrors(Check):
         if tt.m < 20:
             return None
         return float(confident_learning(tt)[0].mean())
+
+    @staticmethod
+    def _baseline_agreement(run: "Run", t: Targets, suspect: np.ndarray, clean: np.ndarray) -> dict | None:
+        """Classification: how often the best count baseline fitted on the training data (P401's
+        ladder, not P401's output) gives the suspects' labels, against how often it errs on the
+        other items. A predictor can only agree with a wrong label where it errs, so agreement on
+        the suspects well above its error rate elsewhere says their labels are right. None for
+        LMs (count baselines of algorithmic or long-range text are too weak to test this) or
+        without training data."""
+        if t.task == "causal-lm" or run.train_data is None or suspect.sum() < 5 or clean.sum() < 5:
+            return None
+        from degrade.probing.baselines import cls_ladder
+        rungs = cls_ladder(run.train_data, run.eval_data, t.example, seed=run.options.seed)
+        best = max(rungs, key=lambda r: float(r.correct[clean].mean()))
+        agree, err = float(best.correct[suspect].mean()), 1 - float(best.correct[clean].mean())
+        se = np.sqrt(agree * (1 - agree) / suspect.sum() + err * (1 - err) / clean.sum())
+        return {"baseline": best.name, "agrees_on_suspects": round(agree, 4), "errs_elsewhere": round(err, 4),
+                "z": round(float((agree - err) / max(se, 1e-12)), 2)}
 
     @staticmethod
     def _input_structure(ev, t: Targets, suspect: np.ndarray, in_scope: np.ndarray, seed: int) -> dict | None:
