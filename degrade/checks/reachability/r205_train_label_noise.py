@@ -108,7 +108,7 @@ class TrainLabelNoise(Check):
                                                     "suggested": s} for e, p, g, s in cj.suspects[:10]],
                               "probabilities": "in-sample (final model): a lower bound on noise"}
         ev["suspect_confidence"] = C.num(cj.suspect_confidence, 3)
-        gap = se = None
+        gap = se = eval_acc = None
         if run.eval_data is not None:
             es = run.eval_scores()
             eval_acc = es.accuracy
@@ -129,7 +129,7 @@ class TrainLabelNoise(Check):
         # average for that label (a model still learning contradicts wrong labels, but not that
         # confidently: the count is a lower bound, Northcutt et al. 2021).
         if gap is not None and gap >= o["min_agreement_gap"] and gap > 2 * se:
-            implied = 1 - cj.accuracy / max(ev["eval_accuracy"], 1e-12)
+            implied = 1 - cj.accuracy / eval_acc  # eval_acc > gap >= min_agreement_gap > 0
             ev["noise_rate_implied_by_agreement"] = C.num(implied, 3)
             self._plateau(run, ev)  # for the evidence: the loss level noisy labels hold it at
             return [self.finding(
