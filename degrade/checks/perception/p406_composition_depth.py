@@ -14,9 +14,9 @@ from degrade.run.data import IGNORE_INDEX, Examples
 from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num, paired_difference
 
-
 MAX_MATCH = 8  # preceding tokens compared: enough to tell repeats in a copied span apart
 MAX_CANDIDATES = 16  # most recent earlier occurrences compared: bounds the cost on long text
+
 
 def induction_guesses(examples: Examples, i: int) -> tuple[np.ndarray, np.ndarray]:
     """For each scored target of example i (label at t, predicted from input_ids[:t]): whether the
