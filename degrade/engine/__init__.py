@@ -43,6 +43,7 @@ class Engine:
         self.run = run
         self.meter = meter or Meter()
         self._cache: dict[str, "PassResult"] = {}
+        self._cls_baselines: list | None = None
 
     # ---- samples -----------------------------------------------------------------------------
     def eval_indices(self) -> np.ndarray:
@@ -100,6 +101,17 @@ class Engine:
                                                  captures=default_captures(run.model()),
                                                  label="training-sample pass")
         return self._cache["train"]
+
+    def cls_baselines(self) -> list:
+        """The classification baselines (probing/baselines.cls_ladder), fitted once on the training
+        data and scored per example of the eval pass's sample: P401 and O104 read the same fit."""
+        if self._cls_baselines is None:
+            from degrade.probing.baselines import cls_ladder
+            run = self.run
+            self._cls_baselines = cls_ladder(run.train_data, run.eval_data, self.eval_pass().scores.indices,
+                                             max_train_examples=run.budget.max_train_examples,
+                                             seed=run.options.seed)
+        return self._cls_baselines
 
     def run_pass(self, handle, examples, indices: np.ndarray, **kwargs) -> "PassResult":
         """An uncached pass of any model over any rows (engine/passes.py), counted."""

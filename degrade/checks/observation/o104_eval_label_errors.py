@@ -294,10 +294,11 @@ class EvalLabelErrors(Check):
         without training data."""
         if t.task == "causal-lm" or run.train_data is None or suspect.sum() < 5 or clean.sum() < 5:
             return None
-        from degrade.probing.baselines import cls_ladder
-        rungs = cls_ladder(run.train_data, run.eval_data, t.example, seed=run.options.seed)
-        best = max(rungs, key=lambda r: float(r.correct[clean].mean()))
-        agree, err = float(best.correct[suspect].mean()), 1 - float(best.correct[clean].mean())
+        row = {int(i): k for k, i in enumerate(run.eval_scores().indices)}  # the baselines' rows
+        at = np.asarray([row[int(e)] for e in t.example])
+        best = max(run.engine.cls_baselines(), key=lambda r: float(r.correct[at][clean].mean()))
+        correct = best.correct[at]
+        agree, err = float(correct[suspect].mean()), 1 - float(correct[clean].mean())
         se = np.sqrt(agree * (1 - agree) / suspect.sum() + err * (1 - err) / clean.sum())
         return {"baseline": best.name, "agrees_on_suspects": round(agree, 4), "errs_elsewhere": round(err, 4),
                 "z": round(float((agree - err) / max(se, 1e-12)), 2)}

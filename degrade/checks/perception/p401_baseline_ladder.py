@@ -8,7 +8,7 @@ import numpy as np
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.option import Option
-from degrade.probing.baselines import Rung, cls_ladder, lm_ladder
+from degrade.probing.baselines import Rung, lm_ladder
 from degrade.run.tasks import TOKEN_TASKS
 from degrade.stats import num, paired_difference
 
@@ -91,8 +91,7 @@ class BaselineLadder(Check):
             rungs = lm_ladder(train, eval_, scores.indices, vocab_size=vocab, max_order=int(o["max_order"]),
                               max_train_examples=run.budget.max_train_examples, seed=run.options.seed)
         else:
-            rungs = cls_ladder(train, eval_, scores.indices, max_train_examples=run.budget.max_train_examples,
-                               seed=run.options.seed)
+            rungs = run.engine.cls_baselines()  # fitted once, shared with O104
         if not rungs:
             raise CheckSkipped("the train data holds no scored targets to fit baselines on")
         keep = scores.n_targets > 0
