@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from degrade.bench.tasks import IGNORE, modular_addition_rows
-from degrade.bench.train import tiny_gpt2, write_jsonl
+from degrade.axes import explains
+from degrade.bench.tasks import IGNORE, copy_rows, modular_addition_rows
+from degrade.bench.train import tiny_gpt2, train_hf, write_jsonl
+from degrade.bench.v2.models import build_model
 from degrade.checks.perception.p406_composition_depth import CompositionDepth, induction_guesses
 from degrade.run import RunOptions, open_run
 from degrade.run.data import Examples
@@ -56,6 +58,43 @@ def test_one_layer_on_recall_is_an_error(runs):
 
 def test_two_layers_are_not_this_checks_question(runs):
     _, r = _check(runs, "l2", "recall")
+    assert r.status == "skipped" and "2 attention layers" in r.reason
+
+
+@pytest.fixture(scope="module")
+def trained_copy(tmp_path_factory):
+    """One-layer models trained on `x SEP x`: llama (RoPE) learns the first copied token, which no
+    lookup rule can guess, but few of the lookups; GPT-2 copies by absolute position."""
+    base = tmp_path_factory.mktemp("p406copy")
+    train, evals = copy_rows(3000, vocab=12, seed=0), copy_rows(200, vocab=12, seed=1)
+    data = (write_jsonl(train, base / "train.jsonl"), write_jsonl(evals, base / "eval.jsonl"))
+    for arch in ("llama", "gpt2"):
+        model = build_model(arch, vocab=13, width=32, layers=1, seed=0)
+        train_hf(base / arch, model, train, evals, max_steps=1200, lr=3e-3, batch_size=64, eval_steps=1200)
+    return base, data
+
+
+def _copy_check(trained_copy, arch):
+    base, (train, evals) = trained_copy
+    run = open_run(base / arch, RunOptions(train_data=str(train), eval_data=str(evals)))
+    return run_one(run, CompositionDepth, {}, preconditions=False)
+
+
+def test_one_layer_is_judged_on_the_targets_the_rule_guesses(trained_copy):
+    (f,) = _copy_check(trained_copy, "llama").findings
+    ev = f.evidence
+    # over all targets the model's shortfall hides behind the first copied token, which it gets
+    # right and the rule cannot guess; on the rule's own targets it is plain
+    assert ev["rule_accuracy"] - ev["model_accuracy"] < 0.3
+    assert ev["rule_minus_model"] >= 0.3 and f.severity.value == "error"
+    assert ev["model_accuracy_where_rule_guesses"] < ev["rule_accuracy_where_it_guesses"]
+    # off the axis (the targets no lookup helps with) the model is at its training accuracy: an
+    # outer-layer error on this run is re-attributed to the depth by the ladder's one rule
+    assert ev["axis"]["name"] == "composition" and explains(ev["axis"])
+
+
+def test_one_layer_that_copies_by_position_is_quiet(trained_copy):
+    r = _copy_check(trained_copy, "gpt2")
     assert r.status == "ran" and r.findings == []
 
 

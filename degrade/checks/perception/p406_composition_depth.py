@@ -5,11 +5,13 @@ from typing import Any
 
 import numpy as np
 
+from degrade.axes import slice_without
 from degrade.check import Check, CheckSkipped
 from degrade.layers import Layer
 from degrade.option import Option
 from degrade.probing.baselines import lm_ladder
 from degrade.probing.components import find_components
+from degrade.probing.targets import scored_eval_targets
 from degrade.run.data import IGNORE_INDEX, Examples
 from degrade.run.tasks import CAUSAL_LM
 from degrade.stats import num, paired_difference
@@ -43,6 +45,14 @@ def induction_guesses(examples: Examples, i: int) -> tuple[np.ndarray, np.ndarra
     return np.asarray(has, bool), np.asarray(right, bool)
 
 
+def model_right(targets, examples: Examples, i: int) -> np.ndarray:
+    """Per scored target of example i, in induction_guesses' order: whether the model's argmax
+    is the label (the engine's argmax row: position t-1 predicts the label at t)."""
+    lab, pred = examples.token_labels(i), targets.rows_pred[i]
+    return np.asarray([t - 1 < len(pred) and pred[t - 1] == lab[t]
+                       for t in range(1, len(lab)) if lab[t] != IGNORE_INDEX], bool)
+
+
 def _longest_match(ids, t: int, candidates: list[int]) -> int | None:
     """The candidate position p (ids[p] == ids[t], p < t) whose preceding tokens agree with those
     before t the longest, the most recent on a tie; None without candidates."""
@@ -67,8 +77,11 @@ class CompositionDepth(Check):
          context the longest) is right on at least `min_rule_gain` more of
          the scored targets than the best count baseline fitted on the train data (unigram..
          trigram, P401's ladder), beyond `z` SE (paired per example);
-      3. the model does not follow it: its accuracy is at least `min_rule_gain` below the rule's,
-         beyond `z` SE.
+      3. the model does not follow it: on the targets the rule has a guess for, the model's
+         accuracy is at least `min_rule_gain` below the rule's, beyond `z` SE (paired per example).
+         Only there: a target the rule cannot guess (the first token of a copy) says nothing about
+         whether the model can look up, and counting it would let a model that learned the easy
+         targets hide that it cannot do the lookups.
     Error (confidence 0.65), axis "composition" published to run.context["axes"]. A one-layer model that solves the task another way
     (copying by position, as a 1-layer GPT-2 does on `x SEP x`) fails condition 3 and stays quiet.
 
@@ -81,7 +94,8 @@ class CompositionDepth(Check):
 
     Evidence used: the model's modules, its per-example eval scores, the eval data (for the rule)
     and the train data (for the baselines and the trained length). Evidence: the attention layers
-    found, the rule's, the best baseline's and the model's accuracy on rule-predictable examples,
+    found, the rule's, the best baseline's and the model's accuracy on rule-predictable examples
+    (and the rule's and the model's on the targets the rule guesses),
     the paired gains and their SEs.
 
     Fix: add a second attention layer (or more) and retrain.
@@ -115,16 +129,24 @@ class CompositionDepth(Check):
             raise CheckSkipped("only causal LMs are examined")
         layers = find_components(model.module).attention
         if len(layers) != 1:
-            return []
+            raise CheckSkipped(f"the model has {len(layers)} attention layers; the question is only "
+                               "whether one is too few")
         train, eval_ = run.train_data, run.eval_data
         scores = run.eval_scores()
         max_len = max(train.lengths)
         keep = (scores.lengths <= max_len) & (scores.n_targets > 0)
+        targets = scored_eval_targets(run)
         has_share, rule = np.zeros(scores.n), np.zeros(scores.n)
+        rule_where, model_where = np.zeros(scores.n), np.zeros(scores.n)  # on the rule's targets
+        off_right, off_n = np.zeros(scores.n), np.zeros(scores.n)  # on the targets it cannot guess
         for k, i in enumerate(scores.indices):
             has, right = induction_guesses(eval_, int(i))
             if has.size:
                 has_share[k], rule[k] = has.mean(), right.mean()
+            hit = model_right(targets, eval_, int(i)) if has.size else has
+            if has.any():
+                rule_where[k], model_where[k] = right[has].mean(), hit[has].mean()
+            off_right[k], off_n[k] = hit[~has].sum(), (~has).sum()
         share = float((has_share * scores.n_targets)[keep].sum() / max(scores.n_targets[keep].sum(), 1))
         ev: dict[str, Any] = {"attention_layers": [a.module_name for a in layers],
                               "targets_with_rule_guess": num(share, 3)}
@@ -141,25 +163,32 @@ class CompositionDepth(Check):
         best = max(rungs, key=lambda r: float(r.correct[use].mean()))
         r, b, m = rule[use], best.correct[use], scores.correct[use]
         need, need_se = paired_difference(r, b)
-        short, short_se = paired_difference(r, m)
+        rw, mw = rule_where[use], model_where[use]
+        short, short_se = paired_difference(rw, mw)
         ev.update({"examples": int(use.sum()), "rule_accuracy": num(r.mean()),
                    "best_baseline": best.name, "baseline_accuracy": num(b.mean()),
                    "model_accuracy": num(m.mean()), "rule_minus_baseline": num(need),
-                   "rule_minus_baseline_se": num(need_se), "rule_minus_model": num(short),
-                   "rule_minus_model_se": num(short_se)})
+                   "rule_minus_baseline_se": num(need_se),
+                   "rule_accuracy_where_it_guesses": num(rw.mean()),
+                   "model_accuracy_where_rule_guesses": num(mw.mean()),
+                   "rule_minus_model": num(short), "rule_minus_model_se": num(short_se)})
         needed = need >= o["min_rule_gain"] and need > o["z"] * need_se
         fails = short >= o["min_rule_gain"] and short > o["z"] * short_se
         if not (needed and fails):
             return []
         run.context.setdefault("axes", []).append(
-            {"axis": "composition", "code": self.code, "rule_accuracy": num(r.mean(), 3),
-             "model_accuracy": num(m.mean(), 3)})
+            {"axis": "composition", "code": self.code, "rule_accuracy": num(rw.mean(), 3),
+             "model_accuracy": num(mw.mean(), 3)})
+        n_off = int(off_n[use].sum())
+        if n_off:  # off the axis: the targets no lookup could help with (degrade/axes.py)
+            ev["axis"] = slice_without(run, "composition", float(off_right[use].sum()) / n_off, n_off)
         return [self.finding(
             "error",
             f"The model has one attention layer, and the data's targets need a two-step lookup: "
             f"predicting the token that followed the earlier occurrence of the current context is "
-            f"right {num(r.mean(), 3)} of the time (a {best.name} fitted on the train data: "
-            f"{num(b.mean(), 3)}), the model only {num(m.mean(), 3)}. One layer cannot compose "
+            f"right on {num(r.mean(), 3)} of the targets (a {best.name} fitted on the train data: "
+            f"{num(b.mean(), 3)}); where it has a guess it is right {num(rw.mean(), 3)} of the "
+            f"time, the model only {num(mw.mean(), 3)}. One layer cannot compose "
             f"the two attention steps this needs (induction heads); the hypothesis that one layer "
             f"of attention is enough is wrong for this data.",
             confidence=0.65, evidence=ev,
