@@ -187,6 +187,32 @@ def test_o101_flags_dropout_active_evaluation(dropout_eval_run, data):
     assert "TRAIN-mode" in errs[0].message
 
 
+def _doctored_eval(normal_run, root: Path, eval_rows: list[dict], loss_factor: float, targets_off: int) -> Path:
+    """normal_run with its last eval record's loss scaled and its accuracy moved by whole targets."""
+    doctored = root / "run"
+    shutil.copytree(normal_run, doctored)
+    state = json.loads((doctored / "trainer_state.json").read_text())
+    rec = [r for r in state["log_history"] if r.get("step") == STEPS and "eval_loss" in r][-1]
+    targets = sum(t != -100 for r in eval_rows for t in r["labels"])
+    rec["eval_loss"] *= loss_factor
+    rec["eval_accuracy"] -= targets_off / targets
+    (doctored / "trainer_state.json").write_text(json.dumps(state))
+    return doctored
+
+
+def test_o101_reads_a_loss_defined_differently_only_with_the_same_predictions(normal_run, data, tmp_path):
+    # the same count of right targets and another loss: a loss defined differently (a warning);
+    # one target fewer right as well: the predictions differ, so the loss-definition reading
+    # has no ground and the mismatch stands as an error
+    rows = data["rows"]["eval"]
+    same = _run(_open(_doctored_eval(normal_run, tmp_path / "a", rows, 1.5, 0), eval_data=str(data["eval"])),
+                Reobservation)
+    assert not _errors(same) and any("defined differently" in f.message for f in same), [f.message for f in same]
+    off = _run(_open(_doctored_eval(normal_run, tmp_path / "b", rows, 1.5, 1), eval_data=str(data["eval"])),
+               Reobservation)
+    assert _errors(off) and not any("defined differently" in f.message for f in off), [f.message for f in off]
+
+
 def test_o101_flags_weights_from_another_checkpoint(normal_run, data, tmp_path):
     # What load_best_model_at_end does: the root holds other weights than the step it is logged at.
     doctored = tmp_path / "run"
