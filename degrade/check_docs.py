@@ -61,8 +61,12 @@ def pages(specs: list[CheckSpec]) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    import argparse
     from degrade.registry import builtin_specs
-    folder = Path(argv[0] if argv else "docs/checks")
+    ap = argparse.ArgumentParser(prog="python -m degrade.check_docs",
+                                 description="Write docs/checks/ from the checks' declarations.")
+    ap.add_argument("folder", nargs="?", default="docs/checks")
+    folder = Path(ap.parse_args(argv).folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = pages(sorted(builtin_specs(), key=lambda s: s.code))
     for old in folder.glob("*.md"):

@@ -14,10 +14,6 @@ from degrade.registry import builtin_specs
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "checks"
 
-# Checks another engineer is converting to Option declarations: while their `options` are still a
-# plain dict they are skipped; as soon as they declare Options every test here enforces them.
-PENDING = {"R201", "R202", "R203", "R206"}
-
 # Options whose default no paper, tool, measurement or argument backs yet: each is declared with
 # source "unsourced: chosen by hand; to be measured on DegradeBench v2's dev split". This set may
 # only shrink: give an option a real source, then delete its entry here (the test fails while an
@@ -29,7 +25,6 @@ UNSOURCED_ALLOWED = {
     ("I305", "min_fitted_fraction"), ("I305", "min_gap"), ("I305", "max_end_ratio"),
     ("I305", "max_end_sigmas"),
     ("I307", "collapse_tol"), ("I307", "collapse_input_ratio"),
-    ("O101", "abs_tol"),
     ("O103", "boilerplate_fraction"),
     ("O104", "min_clean_accuracy"), ("O104", "min_confidence"), ("O104", "train_ratio"),
     ("O104", "length_rate_ratio"), ("O104", "structure_p"), ("O104", "remap_share"),
@@ -58,25 +53,11 @@ def _unsourced(source: str) -> bool:
     return not (source or "").strip() or source.strip().lower().startswith("unsourced")
 
 
-def _still_a_dict(spec: CheckSpec) -> bool:
-    return isinstance(spec.load().options, dict)
-
-
-def _declares_options(spec: CheckSpec) -> bool:
-    """False only for a PENDING check whose options are still a dict (skipped); any other check
-    with a dict fails."""
-    if not _still_a_dict(spec):
-        return True
-    if spec.code in PENDING:
-        return False
-    pytest.fail(f"{spec.code} declares its options as a dict; declare them as Option(name, default, "
-                "source, help) (degrade/option.py)")
-
-
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.code)
 def test_every_option_has_a_source(spec):
-    if not _declares_options(spec):
-        pytest.skip(f"{spec.code}: options still a dict (being converted elsewhere)")
+    assert not isinstance(spec.load().options, dict), (
+        f"{spec.code} declares its options as a dict; declare them as Option(name, default, source, "
+        "help) (degrade/option.py)")
     missing = [o.name for o in spec.option_list
                if _unsourced(o.source) and (spec.code, o.name) not in UNSOURCED_ALLOWED]
     assert not missing, (f"{spec.code}: option(s) {', '.join(missing)} have no source (a paper, a tool's "
@@ -114,8 +95,6 @@ def test_docs_checks_are_generated():
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.code)
 def test_docstring_has_no_options_section(spec):
-    if not _declares_options(spec):
-        pytest.skip(f"{spec.code}: options still a dict (being converted elsewhere)")
     lines = [line.strip() for line in spec.docstring.splitlines()]
     assert "Options:" not in lines, (f"{spec.code}: the docstring still has an Options: section; the "
                                      "generated page prints the declarations")

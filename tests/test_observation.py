@@ -213,6 +213,20 @@ def test_o101_reads_a_loss_defined_differently_only_with_the_same_predictions(no
     assert _errors(off) and not any("defined differently" in f.message for f in off), [f.message for f in off]
 
 
+def test_o101_tries_train_mode_before_reading_a_loss_defined_differently(dropout_eval_run, data, tmp_path):
+    # dropout at eval with the logged accuracy set to what eval mode gives: same predictions, yet
+    # a train-mode pass gives the logged loss back, so that is the reading, not a loss definition
+    doctored = tmp_path / "run"
+    shutil.copytree(dropout_eval_run, doctored)
+    first = _run(_open(dropout_eval_run, eval_data=str(data["eval"])), Reobservation)[0].evidence
+    state = json.loads((doctored / "trainer_state.json").read_text())
+    rec = [r for r in state["log_history"] if r.get("step") == first["record_step"] and "eval_loss" in r][-1]
+    rec["eval_accuracy"] = first["recomputed_accuracy"]
+    (doctored / "trainer_state.json").write_text(json.dumps(state))
+    errs = _errors(_run(_open(doctored, eval_data=str(data["eval"])), Reobservation))
+    assert errs and errs[0].evidence["explanation"] == "train_mode", errs and errs[0].message
+
+
 def test_o101_flags_weights_from_another_checkpoint(normal_run, data, tmp_path):
     # What load_best_model_at_end does: the root holds other weights than the step it is logged at.
     doctored = tmp_path / "run"
