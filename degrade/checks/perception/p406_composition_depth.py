@@ -82,8 +82,10 @@ class CompositionDepth(Check):
          Only there: a target the rule cannot guess (the first token of a copy) says nothing about
          whether the model can look up, and counting it would let a model that learned the easy
          targets hide that it cannot do the lookups.
-    Error (confidence 0.65), axis "composition" published to run.context["axes"]. A one-layer model that solves the task another way
-    (copying by position, as a 1-layer GPT-2 does on `x SEP x`) fails condition 3 and stays quiet.
+    Error (confidence 0.65), axis "composition" published to run.context["axes"]; the targets the
+    rule cannot guess are the slice off the axis (evidence["axis"]), which the ladder's one rule
+    reads (degrade/axes.py). A one-layer model that solves the task another way (copying by
+    position, as a 1-layer GPT-2 does on `x SEP x`) fails condition 3 and stays quiet.
 
     Why it matters: one attention layer can match the current token against earlier tokens, but
     not against what *preceded* them: that information reaches a position only through an earlier
