@@ -21,7 +21,7 @@ class Overfitting(Check):
     while train loss falls; the best checkpoint well before the last). The best step is the minimum
     of a 3-point rolling median of the main eval set's loss (one lucky evaluation is not a best
     step); the end level is the median of the last 3 evals. The rise counts when it is a trend
-    (Mann-Kendall p <= 0.01 after the minimum) or a level shift (the loss jumped and stayed: at
+    (Mann-Kendall p <= `trend_p` after the minimum) or a level shift (the loss jumped and stayed: at
     least `shift_share` of >= 3 evals after the minimum lie above it by 3 noise sigmas; a rank
     trend test misses a jump followed by a plateau).
       - error: the best step is at most `max_best_fraction` of the way through, the eval loss has
@@ -29,7 +29,8 @@ class Overfitting(Check):
         curve's point-to-point noise, as a trend or a level shift, with at least
         `min_evals_after_best` evals after the minimum, and the train loss fell over the same
         stretch;
-      - warning: a smaller rise (>= 2/5 of min_rise_fraction, trend p <= 0.05), a rise with no train
+      - warning: a smaller rise (>= `warning_rise_share` of min_rise_fraction, trend p <=
+        `warning_trend_p`, best step by `warning_max_best_fraction`), a rise with no train
         loss to confirm it; or a rise of the loss while the task metric (the first eval metric
         whose direction its name tells: accuracy, F1, WER, CER, perplexity ...) is shown to still
         improve over the last `metric_tail_fraction` of the run (Mann-Kendall p <= 0.05 over at
@@ -74,6 +75,18 @@ class Overfitting(Check):
                "minimum + 3 sigma by chance with p <= 0.023, so 80% of >= 3 such points has p < 1e-4",
                help="Share of the evals after the minimum lying above it by 3 noise sigmas that "
                "makes a level shift."),
+        Option("trend_p", 0.01, source="statistical convention: a one-sided rank-trend p of 1%, strict "
+               "because one run's curve is read once per eval set", help="Mann-Kendall p after the "
+               "minimum at or below which the rise is a trend (error)."),
+        Option("warning_trend_p", 0.05, source="statistical convention: the usual 5% level, for a "
+               "warning only", help="Trend p for the smaller rise that is a warning."),
+        Option("warning_rise_share", 0.4, source="design choice: 2/5 of min_rise_fraction (a 2% rise "
+               "at the default), the size below which a rise is not worth a line",
+               help="A warning's rise, as a share of min_rise_fraction."),
+        Option("warning_max_best_fraction", 0.9, source="design choice: a best step in the last tenth "
+               "of the run leaves one or two evals after it, too few to call a rise",
+               help="The best step must lie at or before this fraction of the last eval step for a "
+               "warning."),
         Option("metric_tail_fraction", 0.4, source="design choice: the last 40% of the run is the "
                "stretch an early-stopping patience of a few evals would watch",
                help="The part of the run over which the task metric must still improve to demote "
@@ -137,12 +150,13 @@ class Overfitting(Check):
         ev.update(metric)
 
         level = None
-        rising = rise.trend_p <= 0.01 or rise.level_shift(3, o["shift_share"])
+        rising = rise.trend_p <= o["trend_p"] or rise.level_shift(3, o["shift_share"])
         if significant and enough and rising and best_frac <= o["max_best_fraction"] \
                 and rise.rise_fraction >= o["min_rise_fraction"]:
             level = "error"
-        elif significant and enough and rise.trend_p <= 0.05 and best_frac <= 0.9 \
-                and rise.rise_fraction >= 0.4 * o["min_rise_fraction"]:
+        elif significant and enough and rise.trend_p <= o["warning_trend_p"] \
+                and best_frac <= o["warning_max_best_fraction"] \
+                and rise.rise_fraction >= o["warning_rise_share"] * o["min_rise_fraction"]:
             level = "warning"
         summary = {"reading": level or "clean", "best_step": int(rise.best_step),
                    "rise_fraction": C.num(rise.rise_fraction, 3)}
