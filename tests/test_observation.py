@@ -325,6 +325,19 @@ def test_o103_flags_an_eval_set_half_copied_from_train(normal_run, data):
     assert ev["metric_split"]["n_contaminated_scored"] == 100
 
 
+def test_o103_reads_the_cost_in_the_number_the_run_reports():
+    # seed-12 bench healthy reverse-llama: chance 8-gram overlap (no exact match) on 17% of eval
+    # items; those items a few 1e-4 nats easier (5% of a near-zero clean loss), the accuracy
+    # unmoved. O103 reads such overlap in the accuracy the run logs, exact matches also in the loss
+    from degrade.checks.observation.o103_train_eval_overlap import costs
+    opts = {o.name: o.default for o in TrainEvalOverlap.options}
+    split = {"shift": 0.000391, "z_contaminated_vs_clean": 2.02, "loss_shift": 0.001317,
+             "loss_clean": 0.01068, "z_loss_clean_vs_contaminated": 2.15}
+    assert not costs({**split, "cost_read_in": "accuracy"}, opts)  # the reported accuracy: unmoved
+    assert costs({**split, "cost_read_in": "loss"}, opts)  # exact matches, or only a loss logged
+    assert costs({**split, "shift": 0.02, "cost_read_in": "accuracy"}, opts)
+
+
 def test_o103_quiet_on_a_disjoint_eval_set(normal_run, data):
     run = _open(normal_run, eval_data=str(data["eval"]), train_data=str(data["train"]))
     findings = _run(run, TrainEvalOverlap)

@@ -45,7 +45,11 @@ class TrainEvalOverlap(Check):
     does not grow with the file), else against a uniform sample of max_train_examples rows (near
     matches are then a lower bound); the eval sample the other model-based checks score
     (max_eval_examples). When the model
-    is available: the eval metric on clean vs contaminated items (run.eval_scores()). N-grams that
+    is available: the eval metric on clean vs contaminated items (run.eval_scores()), which decides
+    the severity: an error when the contaminated items move the reported accuracy or loss
+    materially and beyond noise; when no item is an exact match (shared n-grams only, which can be
+    chance in a small token space) and the run logs an accuracy, it is the accuracy that must
+    move. N-grams that
     occur in more than 1% of the training sample are treated as template/boilerplate and ignored.
     Fix: remove the contaminated items from the eval set (or from training) and re-evaluate; split
     data by a deduplicated key before training.
@@ -189,14 +193,16 @@ class TrainEvalOverlap(Check):
         # that moves nothing (a model that generalises, chance n-gram overlap in a tiny
         # vocabulary, a metric at its ceiling) is a warning. Without a model the fraction rule
         # stands in for the cost.
+        # An exact input match is leakage by definition; a shared n-gram or near-duplicate can be
+        # chance in a small token space (bench seed 12: 17% of a healthy reverse-llama eval set
+        # shares an 8-gram with training, no exact match). Overlap of that kind alone must move the
+        # number the run reports, its accuracy when it logs one: a loss a few 1e-4 nats lower on
+        # those items (5% of a near-perfect model's clean loss) is not an inflated result.
         measured = split is not None and (split.get("z_contaminated_vs_clean") is not None
                                           or split.get("z_loss_clean_vs_contaminated") is not None)
         if measured:
-            acc_cost = ((split.get("z_contaminated_vs_clean") or 0) >= Z95
-                        and (split.get("shift") or 0) >= self.opts["min_acc_shift"])
-            loss_cost = ((split.get("z_loss_clean_vs_contaminated") or 0) >= Z95
-                         and (split.get("loss_shift") or 0) >= self.opts["min_loss_shift"] * (split.get("loss_clean") or 0))
-            error = acc_cost or loss_cost
+            split["cost_read_in"] = "accuracy" if _logs_accuracy(run) and not exact_input.any() else "loss"
+            error = costs(split, self.opts)
         else:
             error = fraction >= self.opts["error_fraction"]
         kinds = []
@@ -400,6 +406,24 @@ class TrainEvalOverlap(Check):
                     if se_loss and math.isfinite(se_loss) and se_loss > 0 else None,
                     "z_loss_clean_vs_contaminated": num(z_loss, 3)})
         return out
+
+
+def costs(split: dict[str, Any], opts) -> bool:
+    """Whether the contaminated items cost the reported number beyond noise and materially, read
+    in split["cost_read_in"]: the accuracy, or the loss (where the accuracy moving counts too)."""
+    acc_cost = ((split.get("z_contaminated_vs_clean") or 0) >= Z95
+                and (split.get("shift") or 0) >= opts["min_acc_shift"])
+    if split.get("cost_read_in") == "accuracy":
+        return acc_cost
+    return acc_cost or ((split.get("z_loss_clean_vs_contaminated") or 0) >= Z95
+                        and (split.get("loss_shift") or 0) >= opts["min_loss_shift"] * (split.get("loss_clean") or 0))
+
+
+def _logs_accuracy(run: "Run") -> bool:
+    """The run's history logs an eval accuracy (the metric O103's split re-measures)."""
+    h = run.history
+    main = h.main_eval_set() if h is not None else None
+    return main is not None and any("accuracy" in m for m in h.eval_metrics(main))
 
 
 def _units(ex: "Examples", i: int, use_words: bool) -> np.ndarray:
