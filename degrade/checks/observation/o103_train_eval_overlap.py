@@ -190,14 +190,12 @@ class TrainEvalOverlap(Check):
         # material): the contaminated items move the reported accuracy by min_acc_shift or the
         # reported loss by min_loss_shift of the clean loss, the model doing measurably better on
         # them than on the clean items (z >= 1.96: a memorisation advantage, not chance). Overlap
-        # that moves nothing (a model that generalises, chance n-gram overlap in a tiny
-        # vocabulary, a metric at its ceiling) is a warning. Without a model the fraction rule
-        # stands in for the cost.
-        # An exact input match is leakage by definition; a shared n-gram or near-duplicate can be
-        # chance in a small token space (bench seed 12: 17% of a healthy reverse-llama eval set
-        # shares an 8-gram with training, no exact match). Overlap of that kind alone must move the
-        # number the run reports, its accuracy when it logs one: a loss a few 1e-4 nats lower on
-        # those items (5% of a near-perfect model's clean loss) is not an inflated result.
+        # that moves nothing (a model that generalises, a metric at its ceiling) is a warning;
+        # without a model the fraction rule stands in for the cost. An exact input match is
+        # leakage by definition; shared n-grams alone can be chance in a small token space (bench
+        # seed 12: 17% of a healthy reverse-llama eval set, no exact match), so they must move the
+        # accuracy when the run logs one: a loss 5% lower on those items, a few 1e-4 nats for a
+        # near-perfect model, is not an inflated result.
         measured = split is not None and (split.get("z_contaminated_vs_clean") is not None
                                           or split.get("z_loss_clean_vs_contaminated") is not None)
         if measured:
