@@ -22,9 +22,10 @@ class TrainingInstability(Check):
         skipped and logged as inf/NaN grad norms, which is harmless when rare);
       - divergence: the loss level at the end (median of the last k points, k ~ 10% of the curve,
         5 to 25) is >= `diverge_factor` times the minimum reached (minimum of a k-point rolling
-        median), the rise is >= 10% of the drop achieved before it and >= 8 noise sigmas / sqrt k
-        (~4.5 standard errors of the two levels), and the points since the minimum trend up
-        (Mann-Kendall p <= 0.01) (error);
+        median; for a minimum <= 0, the end gives back `diverge_share_of_drop` of the earlier
+        drop), the rise is >= `min_rise_share_of_drop` of the drop achieved before it and >=
+        `min_rise_sigmas` noise sigmas / sqrt k, and the points since the minimum trend up
+        (Mann-Kendall p <= `climb_trend_p`) (error);
       - loss spikes: a point whose robust z-score against the rolling median of the preceding
         `window` points (scale: 1.4826 x MAD of the curve's first differences / sqrt 2; on the
         log of the loss when it is positive, since per-example losses are right-skewed) is
@@ -79,6 +80,19 @@ class TrainingInstability(Check):
         Option("first_best_p", 0.05, source="conventional alpha 0.05 for the rank probability k/n "
                "that the lowest of n exchangeable evals falls among the first k",
                help="Chance level below which an eval minimum this early is not luck."),
+        Option("diverge_share_of_drop", 0.5, source="design choice: a loss whose minimum is <= 0 has "
+               "no ratio; giving back half of the fall before it is the ratio rule's analogue",
+               help="For a minimum <= 0: the end must lie this share of the earlier drop above it."),
+        Option("min_rise_share_of_drop", 0.1, source="design choice: a rise under a tenth of the fall "
+               "before it does not undo training", help="The climb since the minimum must be at "
+               "least this share of the drop before it."),
+        Option("min_rise_sigmas", 8.0, source="noise bound: both levels are medians of about k points "
+               "(SE ~1.25 sigma / sqrt k each) and the minimum is the lowest of many windows; 8 sigma / "
+               "sqrt k is ~4.5 SE of their difference", help="The climb must exceed this many noise "
+               "sigmas / sqrt(k) (k: the rolling-median window)."),
+        Option("climb_trend_p", 0.01, source="statistical convention: a one-sided rank-trend p of 1%, "
+               "so a noisy curve's lucky low stretch is not read as a climb",
+               help="Mann-Kendall p of the climb after the minimum for a divergence."),
         Option("zero_grad_share", 0.1, source="TheDeepChecker (ANCHORS.md): an update exactly 0 means "
                "an untrained parameter; one step in ten is far beyond skipped fp16 steps",
                help="Share of logged grad norms after warmup that are exactly 0 for a warning."),
@@ -178,15 +192,12 @@ class TrainingInstability(Check):
         if low > 0:
             diverged = end >= self.opts["diverge_factor"] * low
         else:
-            diverged = drop > 0 and rise >= 0.5 * drop
-        # Both levels are medians of about k points (standard error ~1.25 sigma / sqrt k each), and
-        # the minimum is the lowest of many such windows: 8 sigma / sqrt k is ~4.5 standard errors
-        # of their difference, enough to outrun that selection.
-        if not (diverged and drop > 0 and rise >= 0.1 * drop
-                and rise >= 8 * C.noise_sigma(v) / np.sqrt(k) and i < v.size - k):
+            diverged = drop > 0 and rise >= self.opts["diverge_share_of_drop"] * drop
+        if not (diverged and drop > 0 and rise >= self.opts["min_rise_share_of_drop"] * drop
+                and rise >= self.opts["min_rise_sigmas"] * C.noise_sigma(v) / np.sqrt(k) and i < v.size - k):
             return []
         trend = C.trend_p(s[i:], v[i:], "up")
-        if trend > 0.01:  # a noisy curve's lucky low stretch, not a climb
+        if trend > self.opts["climb_trend_p"]:
             return []
         ev = {"min_loss": C.num(low), "min_step": int(s[i]), "end_loss": C.num(end),
               "last_step": int(s[-1]), "end_over_min": C.num(end / low, 3) if low > 0 else None,
