@@ -49,8 +49,9 @@ class LossNotConverged(Check):
         on a flat curve.
     The absolute criterion (gain vs total drop) keeps runs that converged near zero loss quiet:
     a 50% relative drop of a 0.002 loss is nothing against a 2.0 drop already achieved.
-    When the eval loss has been rising since its minimum, more steps would not help: the check
-    says so as info and leaves the reading to R202 overfitting.
+    When the eval loss has been rising since its minimum (R202's warning reading: the `rise_*`
+    options), more steps would not help: the check says so as info and leaves the reading to R202
+    overfitting.
     With train loss only, on a multi-epoch run, the fit starts after the last epoch boundary where
     the loss dropped step-like (the model re-seeing its data: memorisation, not learning).
 
@@ -73,6 +74,15 @@ class LossNotConverged(Check):
     code, name, layer = "R201", "loss-not-converged", Layer.REACHABILITY
     needs = frozenset({"train_curve"})
     options = (
+        Option("rise_max_best_fraction", 0.9, source="R202's warning reading (warning_max_best_fraction)",
+               help="An eval minimum at or before this fraction of the run, then a rise: not "
+                    "under-training (more steps would not help)."),
+        Option("rise_sigmas", 3.0, source="R202's warning reading (three-sigma rule on the curve's noise)",
+               help="The rise must exceed this many noise sigmas of the eval curve."),
+        Option("rise_min_fraction", 0.02, source="R202's warning reading (2/5 of its 5% error rise)",
+               help="The rise, as a fraction of the minimum."),
+        Option("rise_trend_p", 0.05, source="R202's warning reading (warning_trend_p)",
+               help="Mann-Kendall p of the rise after the minimum."),
         Option("min_gain_fraction", 0.10, source="ANCHORS.md: a < 5% window drop is 'not "
                "decreasing', so a projected 10% is clearly above a plateau",
                help="Projected gain from doubling the steps, as a fraction of the current loss, for "
@@ -152,7 +162,7 @@ class LossNotConverged(Check):
         # 1. Eval rising since its minimum: more steps would not help; R202 reads it.
         if es is not None:
             rise = C.rise_after_min(*h.series("loss", es))
-            if rise is not None and _rising(rise):
+            if rise is not None and _rising(rise, o):
                 ev.update({"eval_set": eval_set_label(es), **rise.evidence()})
                 return [self.finding(
                     "info", f"The {eval_set_label(es)} loss has risen {C.num(rise.rise, 3)} since its "
@@ -330,10 +340,11 @@ class LossNotConverged(Check):
                 f"memorisation. On the train loss, {predict}.")
 
 
-def _rising(rise: C.Rise) -> bool:
-    """Eval loss clearly rising since a minimum well before the end (R202's reading, loosened)."""
-    return (rise.points_after_best >= 2 and rise.best_step <= 0.9 * max(rise.last_step, 1)
-            and rise.rise >= 3 * rise.noise and rise.rise_fraction >= 0.02 and rise.trend_p <= 0.05)
+def _rising(rise: C.Rise, o) -> bool:
+    """Eval loss clearly rising since a minimum well before the end (R202's warning reading)."""
+    return (rise.points_after_best >= 2 and rise.best_step <= o["rise_max_best_fraction"] * max(rise.last_step, 1)
+            and rise.rise >= o["rise_sigmas"] * rise.noise and rise.rise_fraction >= o["rise_min_fraction"]
+            and rise.trend_p <= o["rise_trend_p"])
 
 
 def _drop_anchor(which: str, s: np.ndarray, v: np.ndarray, train_s: np.ndarray,
