@@ -1,5 +1,6 @@
-"""How much each hand-set threshold matters: every option declared "unsourced" at x0.5 and x2 of its
-default, scored on a DegradeBench v2 split (default: dev) against the defaults.
+"""How much each hand-set threshold matters: every option chosen by hand (its source says "unsourced"
+or "chosen by hand, then measured ...") at x0.5 and x2 of its default, scored on a DegradeBench v2
+split (default: dev) against the defaults.
 
 Per case: one diagnosis at the defaults, then for each variant only the check that owns the option
 runs again on the same Run (the model passes it reads are cached) and the ladder walks the results
@@ -23,13 +24,17 @@ from pathlib import Path
 FACTORS = (0.5, 2.0)
 
 
-def unsourced_options() -> list[tuple[str, str, object]]:
-    """(code, option, default) of every built-in option whose source says "unsourced"."""
+HAND_CHOSEN = ("unsourced", "chosen by hand")  # how a source that no paper or tool backs begins
+
+
+def hand_chosen_options() -> list[tuple[str, str, object]]:
+    """(code, option, default) of every built-in option chosen by hand: not yet measured
+    ("unsourced") or measured by this script ("chosen by hand, then measured ...")."""
     from degrade.registry import builtin_specs
     out = []
     for spec in sorted(builtin_specs(), key=lambda s: s.code):
         for o in spec.option_list:
-            if (o.source or "").strip().lower().startswith("unsourced") and not isinstance(o.default, bool):
+            if (o.source or "").strip().lower().startswith(HAND_CHOSEN) and not isinstance(o.default, bool):
                 out.append((spec.code, o.name, o.default))
     return out
 
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
     judged = proven(built, Path(args.cache))  # scored like the bench: cases that proved their fault
     cases = [c for c in built if judged[c.name][0]]
     wanted = set(args.checks.split(",")) if args.checks else None
-    variants = [(code, name, scaled(default, f)) for code, name, default in unsourced_options()
+    variants = [(code, name, scaled(default, f)) for code, name, default in hand_chosen_options()
                 if wanted is None or code in wanted for f in FACTORS]
     from degrade.config import parse_option
     variants += [parse_option(text) for text in args.variant]

@@ -269,6 +269,15 @@ class Rise:
         low), so `min_share` of >= `min_points` such points is not noise."""
         return self.points_after_best >= min_points and self.above_share >= min_share
 
+    def rising(self, *, min_points: int, max_best_fraction: float, sigmas: float, min_fraction: float,
+               trend_p: float) -> bool:
+        """A rise since the minimum that is a trend: at least `min_points` evals after a minimum
+        no later than `max_best_fraction` of the run, above `sigmas` times the curve's noise and
+        `min_fraction` of the minimum, with a rank-trend p at most `trend_p`."""
+        return (self.points_after_best >= min_points and self.best_step <= max_best_fraction * max(self.last_step, 1)
+                and self.rise > 0 and self.rise >= sigmas * self.noise and self.rise_fraction >= min_fraction
+                and self.trend_p <= trend_p)
+
     @property
     def rise_fraction(self) -> float:
         return self.rise / abs(self.best_loss) if self.best_loss else math.inf

@@ -162,7 +162,9 @@ class LossNotConverged(Check):
         # 1. Eval rising since its minimum: more steps would not help; R202 reads it.
         if es is not None:
             rise = C.rise_after_min(*h.series("loss", es))
-            if rise is not None and _rising(rise, o):
+            if rise is not None and rise.rising(  # R202's warning reading
+                    min_points=2, max_best_fraction=o["rise_max_best_fraction"], sigmas=o["rise_sigmas"],
+                    min_fraction=o["rise_min_fraction"], trend_p=o["rise_trend_p"]):
                 ev.update({"eval_set": eval_set_label(es), **rise.evidence()})
                 return [self.finding(
                     "info", f"The {eval_set_label(es)} loss has risen {C.num(rise.rise, 3)} since its "
@@ -338,13 +340,6 @@ class LossNotConverged(Check):
                 f"more steps (to 1.5x), evaluating every {max(more // 5, 1)} steps: held-out loss still "
                 f"falling confirms under-training, flat held-out loss says the train-loss fall is "
                 f"memorisation. On the train loss, {predict}.")
-
-
-def _rising(rise: C.Rise, o) -> bool:
-    """Eval loss clearly rising since a minimum well before the end (R202's warning reading)."""
-    return (rise.points_after_best >= 2 and rise.best_step <= o["rise_max_best_fraction"] * max(rise.last_step, 1)
-            and rise.rise >= o["rise_sigmas"] * rise.noise and rise.rise_fraction >= o["rise_min_fraction"]
-            and rise.trend_p <= o["rise_trend_p"])
 
 
 def _drop_anchor(which: str, s: np.ndarray, v: np.ndarray, train_s: np.ndarray,

@@ -154,9 +154,9 @@ class Overfitting(Check):
         if significant and enough and rising and best_frac <= o["max_best_fraction"] \
                 and rise.rise_fraction >= o["min_rise_fraction"]:
             level = "error"
-        elif significant and enough and rise.trend_p <= o["warning_trend_p"] \
-                and best_frac <= o["warning_max_best_fraction"] \
-                and rise.rise_fraction >= o["warning_rise_share"] * o["min_rise_fraction"]:
+        elif rise.rising(min_points=o["min_evals_after_best"], max_best_fraction=o["warning_max_best_fraction"],
+                         sigmas=o["min_rise_sigmas"], min_fraction=o["warning_rise_share"] * o["min_rise_fraction"],
+                         trend_p=o["warning_trend_p"]):
             level = "warning"
         summary = {"reading": level or "clean", "best_step": int(rise.best_step),
                    "rise_fraction": C.num(rise.rise_fraction, 3)}
