@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import degrade
-from degrade.checks.instantiation.i315_accumulation_weighting import AccumulationWeighting, _mis_weighting
+from types import SimpleNamespace
+
+from degrade.checks.instantiation.i315_accumulation_weighting import AccumulationWeighting, _micro_batches, _mis_weighting
 from degrade.bench.train import write_jsonl
 from degrade.run import RunOptions, open_run
 
@@ -36,13 +38,13 @@ def _collate(feats):
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 
-def _train(out, trainer_class, record: bool = True):
+def _train(out, trainer_class, record: bool = True, n_rows: int = 128):
     datasets = pytest.importorskip("datasets")
     from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=32, n_positions=64,
                                        bos_token_id=1, eos_token_id=2, pad_token_id=0))
-    rows = _rows(128, 1)
+    rows = _rows(n_rows, 1)
     train = datasets.Dataset.from_dict({"input_ids": rows})
     args = TrainingArguments(str(out), report_to="none", use_cpu=True, disable_tqdm=True, max_steps=24,
                              per_device_train_batch_size=4, gradient_accumulation_steps=ACCUMULATION,
@@ -84,6 +86,29 @@ def test_the_stock_trainer_is_not_flagged(tmp_path):
     ev = found[0].evidence
     assert ev["micro_batches_per_step"] == ACCUMULATION and ev["micro_batches_from"].startswith("inferred")
     assert 0.5 < ev["logged_ratio"] < 1.5
+
+
+def test_an_epoch_that_ends_on_a_short_step_is_read(tmp_path):
+    """124 rows in batches of 4 are 31 micro-batches an epoch: transformers >= 4.46 makes 8 steps of
+    them (the last of 3), so micro-batches / steps is 3.875, not 4; the summed loss is still found."""
+    run = _train(tmp_path / "run", _summing_trainer(), record=False, n_rows=124)
+    found = run_check(run, AccumulationWeighting)
+    assert [f.severity.value for f in found] == ["error"], [f.message for f in found]
+    assert found[0].evidence["micro_batches_per_step"] == ACCUMULATION
+
+
+def _counters(rows: int, batch: int, steps: int, epoch: float):
+    history = SimpleNamespace(meta={"global_step": steps, "train_batch_size": batch, "epoch": epoch})
+    return SimpleNamespace(recorded_arg=lambda k: None, history=history, train_pass=None, train_data=range(rows))
+
+
+def test_micro_batches_that_several_accumulations_fit_are_a_range():
+    # 7 micro-batches an epoch, two steps each epoch: 4, 5 and 6 micro-batches a step all give that
+    assert _micro_batches(_counters(28, 4, 6, 3.0), 0.05)[0] == (4, 6)
+    # one step an epoch fits any accumulation of 7 or more: unknown
+    assert _micro_batches(_counters(28, 4, 3, 3.0), 0.05)[0] is None
+    # no accumulation, stopped inside an epoch
+    assert _micro_batches(_counters(100, 4, 30, 1.2), 0.05)[0] == (1, 1)
 
 
 def test_mis_weighting_grows_with_the_length_spread():

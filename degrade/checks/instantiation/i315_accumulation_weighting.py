@@ -33,9 +33,15 @@ class AccumulationWeighting(Check):
         target counts, drawing random steps of m micro-batches of the logged batch size: the
         effective share of tokens (Kish's effective sample size over the token weights, divided by
         the tokens).
-    m comes from the recorded `gradient_accumulation_steps`, else from trainer_state.json
-    (micro-batches per epoch x epoch / global_step: the Trainer's epoch counts micro-batches; used
-    only when within `integer_tolerance` of an integer). Error when the loss is summed; a warning when the run names a Trainer older than
+    m comes from the recorded `gradient_accumulation_steps`, else from trainer_state.json: the
+    Trainer's epoch counts micro-batches (n per epoch, n = ceil(training rows / batch)), its
+    global_step optimizer steps. Two step accountings are tried, and every m that one of them
+    reproduces is kept: transformers >= 4.46 ends each epoch with a short step, ceil(n / m) steps per
+    epoch (trainer.py, `num_update_steps_per_epoch`; e.g. n = 127, m = 8 gives 16 steps, 7.94
+    micro-batches a step), and older loops carry the remainder over, so micro-batches / steps is m
+    within `integer_tolerance`. When several m fit (n = 7: m = 4, 5 and 6 all give two steps an
+    epoch) the summed reading must hold for all of them: above sqrt of the largest, below the
+    smallest^1.5. Error when the loss is summed; a warning when the run names a Trainer older than
     v4.46 and the token weights' effective share is below `min_effective_share`; the size as
     information otherwise.
 
@@ -78,43 +84,45 @@ class AccumulationWeighting(Check):
     )
 
     def run(self, run):
-        m, how = _micro_batches(run, self.opts["integer_tolerance"])
-        if m is None:
+        fits, how = _micro_batches(run, self.opts["integer_tolerance"])
+        if not fits:
             raise CheckSkipped(f"the micro-batches per optimizer step are unknown: {how}")
-        ev: dict[str, Any] = {"micro_batches_per_step": m, "micro_batches_from": how}
-        if m < 2:
+        m, m_hi = fits
+        ev: dict[str, Any] = {"micro_batches_per_step": m if m == m_hi else [m, m_hi], "micro_batches_from": how}
+        if m_hi < 2:
             return []
+        m_text = str(m) if m == m_hi else f"{m}-{m_hi}"
         batch = int(run.recorded_arg("per_device_train_batch_size") or run.history.meta.get("train_batch_size") or 0)
         counts = np.asarray([_targets(run.train_data, i) for i in range(len(run.train_data))], dtype=float)
         if batch >= 1 and counts.sum() > 0:
             ev.update(_mis_weighting(counts, m, batch, int(self.opts["steps"]), run.options.seed))
         ratio, se_log = self._logged_ratio(run, ev)
-        if ratio is not None and np.log(ratio) - self.opts["z"] * se_log > 0.5 * np.log(m) and ratio < m ** 1.5:
+        if ratio is not None and np.log(ratio) - self.opts["z"] * se_log > 0.5 * np.log(m_hi) and ratio < m ** 1.5:
             return [self.finding(
                 "error", f"The logged training loss is {ratio:.2f}x the checkpoint's own loss on its training "
-                f"rows, near the {m} micro-batches per step: the loss is summed over gradient accumulation, "
-                f"not averaged (transformers #35438). Logged training losses are {m}x too large and the "
+                f"rows, near the {m_text} micro-batches per step: the loss is summed over gradient accumulation, "
+                f"not averaged (transformers #35438). Logged training losses are {m_text}x too large and the "
                 "gradients too, so clipping bites harder.",
                 confidence=0.85, evidence=ev,
                 fix="Normalise the loss by the step's target-token count (pass num_items_in_batch to the "
                     "model, or divide the summed loss by it) and do not also divide by the accumulation "
                     "steps; or set Trainer.loss_is_scaled_for_ga to match what compute_loss returns.",
                 next_experiment="Train 20 steps with gradient_accumulation_steps=1 and batch x m, then "
-                                f"with batch and m={m}: the logged losses must agree.")]
+                                f"with batch and m={m_text}: the logged losses must agree.")]
         version = _transformers_version(run)
         share = ev.get("effective_token_share")
         trainer = run.format == "hf-trainer" or (run.manifest or {}).get("writer") == "degrade.DegradeCallback"
         old = trainer and version is not None and version < _FIXED_TRANSFORMERS
         if old and share is not None and share < self.opts["min_effective_share"]:
             return [self.finding(
-                "warning", f"transformers {'.'.join(map(str, version))} averages the means of the {m} "
+                "warning", f"transformers {'.'.join(map(str, version))} averages the means of the {m_text} "
                 f"micro-batches of a step: tokens are weighted unevenly (effective share "
                 f"{share:.0%} of the tokens), so training optimises another objective than the token-mean "
                 "loss that evaluation reports.", confidence=0.6, evidence=ev,
                 fix="Upgrade transformers to >= 4.46 (PR #34191), or normalise by the step's token count.")]
         if share is None:
             return []
-        return [self.finding("info", f"{m} micro-batches per step: averaging their means instead of the "
+        return [self.finding("info", f"{m_text} micro-batches per step: averaging their means instead of the "
                              f"tokens would weigh tokens with an effective share of {share:.0%}"
                              + (f" (logged/own training loss {ratio:.2f})." if ratio is not None else "."),
                              confidence=0.5, evidence=ev)]
@@ -145,20 +153,33 @@ class AccumulationWeighting(Check):
         return ratio, se / own
 
 
-def _micro_batches(run, tolerance: float) -> tuple[int | None, str]:
+def _micro_batches(run, tolerance: float) -> tuple[tuple[int, int] | None, str]:
+    """(smallest, largest) micro-batches per optimizer step that the run's counters allow."""
     recorded = run.recorded_arg("gradient_accumulation_steps")
     if isinstance(recorded, int) and recorded >= 1:
-        return recorded, "training_args gradient_accumulation_steps"
+        return (recorded, recorded), "training_args gradient_accumulation_steps"
     meta = run.history.meta
-    # The Trainer's epoch counter advances by micro-batches: epoch = micro-batches done / per epoch.
     steps, batch, epoch = (meta.get(k) for k in ("global_step", "train_batch_size", "epoch"))
     if not all(isinstance(v, (int, float)) and v > 0 for v in (steps, batch, epoch)):
         return None, "no recorded gradient_accumulation_steps and no global_step/train_batch_size/epoch"
     rows = run.train_pass.n if run.train_pass is not None else len(run.train_data)  # every row, not the sample
-    ratio = np.ceil(rows / batch) * epoch / steps
-    if round(ratio) < 1 or abs(ratio - round(ratio)) > tolerance:
-        return None, f"trainer_state.json implies {ratio:.2f} micro-batches per step, not an integer"
-    return int(round(ratio)), "inferred: trainer_state.json epoch, steps and batch size, and the training rows"
+    n = int(np.ceil(rows / batch))  # micro-batches per epoch
+    done = epoch * n
+    full = int(np.floor(epoch + 1e-9))
+    part = int(round((epoch - full) * n))
+    fits = {m for m in range(1, n + 1) if full * -(-n // m) + -(-part // m) == steps}  # short last step
+    ratio = done / steps
+    if round(ratio) >= 1 and abs(ratio - round(ratio)) <= tolerance:  # remainders carried over
+        fits.add(int(round(ratio)))
+    how = f"trainer_state.json: {steps} steps over {epoch:g} epochs of {n} micro-batches ({ratio:.2f} a step)"
+    if not fits:
+        return None, how + ", which no whole number of micro-batches per step gives"
+    lo, hi = min(fits), max(fits)
+    if hi == n and n > 1:  # one step an epoch: any larger accumulation gives the same counts
+        return None, how + f": one step an epoch, so any accumulation of {lo} or more fits"
+    if len(fits) != hi - lo + 1:
+        return None, how + f", which {sorted(fits)} all give"
+    return (lo, hi), "inferred: " + how
 
 
 def _targets(data, i: int) -> int:
