@@ -270,6 +270,21 @@ def test_train_profile_reservoir_is_bounded_and_uniform():
     assert 1500 < np.mean([x[1] for x in ids]) < 3500  # drawn from the whole stream
 
 
+def test_missing_mass_counts_a_repeated_row_once():
+    """40 rows drawn from 200 labels, then each copied 12 times (duplicated-rows): Good-Turing's
+    missing mass is that of the 40 draws, not the ~0 that counts of 12 would give."""
+    rng = np.random.default_rng(0)
+    rows = [[int(t), 1, 2] for t in rng.integers(0, 200, size=40)]
+    distinct, repeated = TrainProfile(reservoir=10, seed=0), TrainProfile(reservoir=10, seed=0)
+    distinct.update(rows, None, [r[0] for r in rows])
+    copies = rows * 12
+    for start in range(0, len(copies), 100):  # in batches: a copy in a later batch is still a copy
+        repeated.update(copies[start:start + 100], None, [r[0] for r in copies[start:start + 100]])
+    assert distinct.missing_mass()[0] > 0.5
+    assert repeated.missing_mass() == distinct.missing_mass()
+    assert repeated.target_counts[rows[0][0]] >= 12  # the plain counts still see every row
+
+
 def test_domain_test_separates_shifted_data_only():
     spec = FeatureSpec(vocab_direct=True, n_labels=None)
     a = features([r["input_ids"] for r in copy_rows(300, seed=1)], None, None, spec)
@@ -278,3 +293,16 @@ def test_domain_test_separates_shifted_data_only():
     assert domain_test(a, b, spec.names())["p_value"] > 0.001
     shifted = domain_test(a, c, spec.names())
     assert shifted["auc"] > 0.9 and shifted["drivers"][0]["feature"] in ("length", "targets per example")
+
+
+def test_seen_hashes_marks_first_occurrences_across_batches():
+    from degrade.probing.seen_hashes import SeenHashes
+    rng = np.random.default_rng(1)
+    stream = rng.integers(-2 ** 62, 2 ** 62, size=300)[rng.integers(0, 300, size=5000)]  # many repeats
+    seen, got = SeenHashes(), []
+    for start in range(0, stream.size, 137):
+        got.append(seen.first_seen(stream[start:start + 137]))
+    got = np.concatenate(got)
+    _, first = np.unique(stream, return_index=True)
+    assert np.flatnonzero(got).tolist() == sorted(first.tolist())
+    assert len(seen) == np.unique(stream).size and len(seen._levels) <= 12

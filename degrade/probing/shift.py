@@ -17,7 +17,8 @@ a classifier on their hidden states would detect memorisation (membership: O103'
 TrainProfile reads the training data once, in batches, in bounded memory: the set of training
 targets, the label counts, the length range and a uniform reservoir sample of rows (each row gets
 a random key; the rows with the smallest keys are kept), so a million training rows cost no more
-memory than the sample.
+memory than the sample, plus 8 bytes per distinct row (seen_hashes.py): the missing mass counts each
+distinct row once (a repeated row is not another draw from the distribution).
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from degrade.probing.seen_hashes import SeenHashes
 
 IGNORE_INDEX = -100
 DIRECT_TOKENS = 64
@@ -83,11 +86,13 @@ class TrainProfile:
     seed: int = 0
     n: int = 0
     target_counts: dict[int, int] = field(default_factory=dict)  # how often each target occurs
+    distinct_counts: dict[int, int] = field(default_factory=dict)  # the same over distinct rows
     label_counts: dict[int, int] = field(default_factory=dict)
     max_length: int = 0
     max_token: int = -1
     _keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
     _rows: list[tuple] = field(default_factory=list)
+    _seen: SeenHashes = field(default_factory=SeenHashes)  # the rows counted in distinct_counts
 
     def __post_init__(self):
         self._rng = np.random.default_rng(self.seed)
@@ -97,40 +102,54 @@ class TrainProfile:
         """The set of targets training asked for (a set-like view)."""
         return self.target_counts.keys()
 
-    def _count(self, values: np.ndarray) -> None:
-        vals, cnt = np.unique(values, return_counts=True)
-        for v, c in zip(vals.tolist(), cnt.tolist()):
-            self.target_counts[v] = self.target_counts.get(v, 0) + c
+    def _count(self, values: np.ndarray, fresh: np.ndarray | None = None) -> None:
+        """Count target values; `fresh` marks those of rows not seen before (all when None)."""
+        for counts, vals in ((self.target_counts, values),
+                             (self.distinct_counts, values if fresh is None else values[fresh])):
+            vals, cnt = np.unique(vals, return_counts=True)
+            for v, c in zip(vals.tolist(), cnt.tolist()):
+                counts[v] = counts.get(v, 0) + c
 
     def missing_mass(self) -> tuple[float, float]:
         """Good-Turing's estimate of the probability that a new draw from the training
         distribution is a target training never saw (Good 1953): n1 / N, the share of targets seen
-        exactly once; and its standard error (Esty 1983: var = (n1 (1 - n1/N) + 2 n2) / N^2)."""
-        total = sum(self.target_counts.values())
+        exactly once; and its standard error (Esty 1983: var = (n1 (1 - n1/N) + 2 n2) / N^2).
+        Counted over distinct rows: Good-Turing assumes independent draws, and a training set
+        that repeats its rows (a few percent of them, each copied many times) has counts of 2 or
+        more for every target, which would say no new draw can be unseen."""
+        total = sum(self.distinct_counts.values())
         if total == 0:
             return 1.0, 0.0
-        n1 = sum(1 for c in self.target_counts.values() if c == 1)
-        n2 = sum(1 for c in self.target_counts.values() if c == 2)
+        n1 = sum(1 for c in self.distinct_counts.values() if c == 1)
+        n2 = sum(1 for c in self.distinct_counts.values() if c == 2)
         p0 = n1 / total
         return p0, float(np.sqrt(max(n1 * (1 - p0) + 2 * n2, 0.0)) / total)
 
     def update(self, input_ids: list[list[int]], targets: list[list[int]] | None = None,
-               label: list[int] | None = None) -> None:
+               label: list[int] | None = None, row_keys: list[int] | None = None) -> None:
+        """Add a batch; `row_keys` are the rows' hashes (input and target) when the caller has them."""
         b = len(input_ids)
         if b == 0:
             return
         lengths = [len(x) for x in input_ids]
         self.max_length = max(self.max_length, max(lengths))
         self.max_token = max(self.max_token, max((max(x) for x in input_ids if x), default=-1))
+        if row_keys is None:
+            row_keys = [hash((tuple(input_ids[i]), None if targets is None else tuple(targets[i]),
+                              None if label is None else label[i])) for i in range(b)]
+        fresh = self._seen.first_seen(row_keys)
         if label is not None:
             vals, cnt = np.unique(np.asarray(label), return_counts=True)
             for v, c in zip(vals.tolist(), cnt.tolist()):
                 self.label_counts[v] = self.label_counts.get(v, 0) + c
-            self._count(np.asarray(label))
+            self._count(np.asarray(label), fresh)
         else:
-            flat = np.concatenate([np.asarray((targets[i] if targets is not None else input_ids[i])[1:],
-                                              dtype=np.int64) for i in range(b)])
-            self._count(flat[flat != IGNORE_INDEX])
+            per_row = [np.asarray((targets[i] if targets is not None else input_ids[i])[1:], dtype=np.int64)
+                       for i in range(b)]
+            flat = np.concatenate(per_row)
+            fresh_tokens = np.repeat(fresh, [len(t) for t in per_row])
+            keep = flat != IGNORE_INDEX
+            self._count(flat[keep], fresh_tokens[keep])
         keys = self._rng.random(b)
         rows = [(input_ids[i], None if targets is None else targets[i], None if label is None else label[i])
                 for i in range(b)]
@@ -155,7 +174,8 @@ class TrainProfile:
         self.max_token = max(self.max_token, int(flat.max()) if flat.size else -1)
         not_first = np.ones(flat.size, bool)
         not_first[offsets[:-1][lengths > 0]] = False
-        self._count(flat[not_first])
+        fresh = self._seen.first_seen([hash(flat[offsets[i]:offsets[i + 1]].tobytes()) for i in range(b)])
+        self._count(flat[not_first], np.repeat(fresh, lengths)[not_first])
         keys = self._rng.random(b)
         cand = np.flatnonzero(keys < (np.partition(np.r_[self._keys, keys], self.reservoir - 1)[self.reservoir - 1]
                                       if self._keys.size + b > self.reservoir else 2.0))

@@ -5,7 +5,8 @@ for the checks that must see every row.
 sample of that many (random keys per row, the smallest kept: memory is bounded by the sample).
 Overlap with the eval set (O103), duplicates (R209), the targets training asked for (O104, O105)
 and the token count (R208) need every row, so they read the TrainPass summary instead. It holds a few numbers and three 64-bit
-hashes per row (24 bytes: 24 MB for a million rows), never the rows themselves.
+hashes per row (24 bytes: 24 MB for a million rows), never the rows themselves; the profile's
+distinct-row hashes add 8 bytes per distinct row.
 
 Hashes are Python's hash of the token tuple (deterministic for integers) and of the normalised
 text (salted per process, so only compared within one diagnosis). Two different rows share a
@@ -68,10 +69,12 @@ class TrainPass:
 
     def add(self, ex: Examples) -> None:
         self.has_text &= ex.text is not None
+        pairs = []
         for i in range(len(ex)):
             h_in, h_pair, h_text = row_hashes(ex, i)
             self._input.append(h_in)
             self._pair.append(h_pair)
+            pairs.append(h_pair)
             if self.has_text:
                 self._text.append(h_text)
         self.tokens += sum(len(x) for x in ex.input_ids) + sum(len(x) for x in ex.source or [])
@@ -80,7 +83,7 @@ class TrainPass:
             self.input_tokens.update(np.unique(np.concatenate(
                 [np.asarray(x, dtype=np.int64) for x in seqs])).tolist())
         self.n += len(ex)
-        self.profile.update(ex.input_ids, ex.labels, ex.label)
+        self.profile.update(ex.input_ids, ex.labels, ex.label, row_keys=pairs)
 
     # ---- what the checks read --------------------------------------------------------------
     @property

@@ -43,8 +43,9 @@ class DistributionShift(Check):
     --budget sample of the eval data; per-example eval scores when the model is available.
     Severity: error when at least unseen_error_fraction of eval targets are unseen in training,
     more than an eval drawn like the training data would show (Good-Turing's missing mass of the
-    training targets, n1/N, by `unseen_z` standard errors: a tiny training set leaves targets
-    unseen without any shift) and, for causal LMs (a pretrained LM may know tokens its fine-tuning never targeted), the model
+    training targets, n1/N over the distinct training rows, by `unseen_z` standard errors: a tiny
+    training set leaves targets unseen without any shift, and so does one made of a few rows
+    repeated many times) and, for causal LMs (a pretrained LM may know tokens its fine-tuning never targeted), the model
     is available and its accuracy on those targets is below unseen_accuracy_ratio of its accuracy on
     the others; warning when the drift score of either classifier reaches drift_warning with
     p < p_value; else info.
