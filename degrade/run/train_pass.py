@@ -69,12 +69,10 @@ class TrainPass:
 
     def add(self, ex: Examples) -> None:
         self.has_text &= ex.text is not None
-        pairs = []
         for i in range(len(ex)):
             h_in, h_pair, h_text = row_hashes(ex, i)
             self._input.append(h_in)
             self._pair.append(h_pair)
-            pairs.append(h_pair)
             if self.has_text:
                 self._text.append(h_text)
         self.tokens += sum(len(x) for x in ex.input_ids) + sum(len(x) for x in ex.source or [])
@@ -83,7 +81,7 @@ class TrainPass:
             self.input_tokens.update(np.unique(np.concatenate(
                 [np.asarray(x, dtype=np.int64) for x in seqs])).tolist())
         self.n += len(ex)
-        self.profile.update(ex.input_ids, ex.labels, ex.label, row_keys=pairs)
+        self.profile.update(ex.input_ids, ex.labels, ex.label, row_keys=self._pair[len(self._pair) - len(ex):])
 
     # ---- what the checks read --------------------------------------------------------------
     @property

@@ -164,11 +164,10 @@ def _micro_batches(run, tolerance: float) -> tuple[tuple[int, int] | None, str]:
         return None, "no recorded gradient_accumulation_steps and no global_step/train_batch_size/epoch"
     rows = run.train_pass.n if run.train_pass is not None else len(run.train_data)  # every row, not the sample
     n = int(np.ceil(rows / batch))  # micro-batches per epoch
-    done = epoch * n
     full = int(np.floor(epoch + 1e-9))
     part = int(round((epoch - full) * n))
     fits = {m for m in range(1, n + 1) if full * -(-n // m) + -(-part // m) == steps}  # short last step
-    ratio = done / steps
+    ratio = epoch * n / steps
     if round(ratio) >= 1 and abs(ratio - round(ratio)) <= tolerance:  # remainders carried over
         fits.add(int(round(ratio)))
     how = f"trainer_state.json: {steps} steps over {epoch:g} epochs of {n} micro-batches ({ratio:.2f} a step)"
